@@ -1,0 +1,62 @@
+"""Alignment of modalities in one shared embedding space.
+
+`projections` maps each modality's features into R^d (one linear map, or a small MLP, per
+modality); `info_nce` is the symmetric contrastive loss (CLIP-style) that pulls the two
+views of the same example together and pushes other examples apart, usable as an auxiliary
+loss term with a weight.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmfsl_jax.component import Component
+
+
+class _Projection(nn.Module):
+  dim: int
+  hidden: Sequence[int] = ()
+
+  @nn.compact
+  def __call__(self, x):
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.dim)(x)
+
+
+def projections(modalities: Sequence[str], dim: int, hidden: Sequence[int] = ()) -> Component:
+  """Per-modality projection into R^dim.
+
+  init(key, features: {modality: [n, F_m]}) -> {modality: params}
+  apply(params, features) -> {modality: [n, dim]} for the modalities present in `features`
+  (a missing modality is simply absent from the output).
+  """
+  module = _Projection(dim=dim, hidden=tuple(hidden))
+  modalities = tuple(modalities)
+
+  def init(key, features: Mapping[str, jax.Array]):
+    keys = jax.random.split(key, len(modalities))
+    return {m: module.init(k, features[m])["params"] for m, k in zip(modalities, keys)}
+
+  def apply(params, features, *, train=False, key=None):
+    return {m: module.apply({"params": params[m]}, x) for m, x in features.items()}
+
+  return Component(init, apply)
+
+
+def info_nce(z_a: jax.Array, z_b: jax.Array, temperature: float = 0.1) -> jax.Array:
+  """Symmetric InfoNCE between paired rows of z_a [n, d] and z_b [n, d]; a scalar.
+
+  Rows are L2-normalised; example i of one view must pick example i of the other among n.
+  """
+  z_a = z_a / (jnp.linalg.norm(z_a, axis=-1, keepdims=True) + 1e-8)
+  z_b = z_b / (jnp.linalg.norm(z_b, axis=-1, keepdims=True) + 1e-8)
+  logits = z_a @ z_b.T / temperature
+  labels = jnp.arange(z_a.shape[0])
+  loss_ab = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  loss_ba = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
+  return 0.5 * (loss_ab.mean() + loss_ba.mean())

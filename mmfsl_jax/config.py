@@ -1,0 +1,251 @@
+"""Configs: the base ConfigDict, loading by name or file, key=value overrides, validation.
+
+A config is a built-in name (a module of `mmfsl_jax.configs`) or a Python file with a
+`get_config()` returning an `ml_collections.ConfigDict`. Overrides `key=value` (dotted keys
+reach nested fields) are parsed as Python literals, else taken as strings; an unknown key or
+a value of the wrong type is an error that says what is valid.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import json
+import importlib.util
+import pkgutil
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+
+from mmfsl_jax import configs as _configs_pkg
+from mmfsl_jax.errors import ConfigError
+
+CHOICES = {
+    "dataset": ("shapes",),
+    "method": ("protonet", "maml"),
+    "image_encoder": ("conv4", "resnet12"),
+    "text_encoder": ("bow", "gru", "pretrained"),
+    "fuser": ("weighted", "concat", "gated", "attention"),
+    "fuse_level": ("example", "class"),
+    "distance": ("euclidean", "cosine"),
+    "inner_loop": ("scan", "fori"),
+    "optimizer": ("adam", "sgd"),
+}
+MODALITIES = ("image", "text")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.smoke = False                 # shrink everything for a quick check of the pipeline
+  c.dataset = "shapes"
+  c.shapes = ml_collections.ConfigDict(dict(
+      image_size=32, examples_per_class=40, classes_per_split=(64, 16, 20), mention_prob=0.5,
+      colour_jitter=30.0, noise_std=0.06, clutter=1, seed=0))
+  c.modalities = ("image", "text")  # a subset gives the unimodal ablations
+  c.image_encoder = "conv4"
+  c.conv_channels = 32
+  c.resnet_channels = (64, 160, 320, 640)
+  c.text_encoder = "bow"          # bow | gru (trainable, word ids) | pretrained (transformers)
+  c.text_model = "minilm"         # for text_encoder=pretrained: a directory or model id
+  c.text_trainable = False        # pretrained: fine-tune it, or cache its frozen features
+  c.text_dim = 64
+  c.text_max_length = 32
+  c.embed_dim = 64                # the shared space
+  c.projection_hidden = ()
+  c.fuser = "weighted"
+  c.fuse_weights = ()             # () = learned; else fixed weights, one per modality
+  c.fuse_level = "example"
+  c.align_weight = 0.0            # weight of the InfoNCE alignment term
+  c.align_temperature = 0.1
+  c.method = "protonet"
+  c.distance = "euclidean"
+  c.cosine_scale = 10.0
+  c.inner_steps = 1
+  c.inner_lr = 0.4
+  c.first_order = False
+  c.inner_loop = "scan"
+  c.inner_params = ".*"
+  c.eval_inner_steps = 0          # 0 = same as inner_steps
+  c.n_way = 5
+  c.k_shot = 1
+  c.q_query = 5
+  c.meta_batch = 4
+  c.optimizer = "adam"
+  c.learning_rate = 1e-3
+  c.grad_clip = 10.0
+  c.num_steps = 1200
+  c.log_every = 25
+  c.eval_every = 200
+  c.checkpoint_every = 200
+  c.val_episodes = 200
+  c.eval_episodes = 600
+  c.eval_q_query = 15
+  c.eval_batch = 50
+  c.eval_seed = 1234
+  return c
+
+
+def builtin_config_names() -> list[str]:
+  return sorted(m.name for m in pkgutil.iter_modules(_configs_pkg.__path__))
+
+
+def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+  """A built-in config by name, or `get_config()` of a Python file."""
+  path = Path(name_or_path)
+  if path.suffix == ".py":
+    if not path.is_file():
+      raise ConfigError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_mmfsl_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  elif name_or_path in builtin_config_names():
+    module = importlib.import_module(f"mmfsl_jax.configs.{name_or_path}")
+  else:
+    raise ConfigError(f"unknown config {name_or_path!r}: give a built-in name "
+                      f"({', '.join(builtin_config_names())}) or a .py file with get_config()")
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config {name_or_path!r} has no get_config() function")
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() of {name_or_path!r} must return an ml_collections.ConfigDict")
+  return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += flat_keys(v, f"{prefix}{k}.")
+    else:
+      keys.append(prefix + k)
+  return keys
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _coerce(key: str, old, new):
+  if isinstance(old, bool):
+    if isinstance(new, bool):
+      return new
+    if isinstance(new, str) and new.lower() in ("true", "false"):
+      return new.lower() == "true"
+  elif isinstance(old, int) and isinstance(new, int) and not isinstance(new, bool):
+    return new
+  elif isinstance(old, float) and isinstance(new, (int, float)) and not isinstance(new, bool):
+    return float(new)
+  elif isinstance(old, str) and isinstance(new, (str, int, float)) and not isinstance(new, bool):
+    return str(new)
+  elif isinstance(old, tuple) and isinstance(new, (tuple, list)):
+    return tuple(new)
+  elif isinstance(old, tuple) and isinstance(new, (str, int, float)) and not isinstance(new, bool):
+    return (new,)
+  elif old is None:
+    return new
+  raise ConfigError(f"{key}={new!r}: expected a value of type {type(old).__name__} "
+                    f"(current value {old!r})")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
+  """Sets each 'key=value'; returns the config (changed in place)."""
+  valid = flat_keys(config)
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    key, text = key.strip(), text.strip()
+    if key not in valid:
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6) if key else []
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(f"unknown config key {key!r}.{hint} Valid keys: {', '.join(valid)}")
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    with node.unlocked() if hasattr(node, "unlocked") else _null():
+      node[leaf] = _coerce(key, node[leaf], _parse_value(text))
+  return config
+
+
+class _null:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on any value no run could use."""
+  for key, choices in CHOICES.items():
+    if config[key] not in choices:
+      raise ConfigError(f"{key}={config[key]!r} is not valid; choose one of {', '.join(choices)}")
+  mods = tuple(config.modalities)
+  if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
+    raise ConfigError(f"modalities={mods!r}: give a non-empty subset of {MODALITIES}")
+  for key in ("n_way", "k_shot", "q_query", "meta_batch", "num_steps", "inner_steps",
+              "eval_episodes", "val_episodes", "eval_q_query", "eval_batch", "embed_dim",
+              "log_every", "eval_every", "checkpoint_every"):
+    if config[key] < 1:
+      raise ConfigError(f"{key} must be at least 1, got {config[key]}")
+  if config.n_way < 2:
+    raise ConfigError(f"n_way must be at least 2, got {config.n_way}")
+  if config.fuse_weights and len(config.fuse_weights) != len(mods):
+    raise ConfigError(f"fuse_weights={tuple(config.fuse_weights)} needs one weight per modality "
+                      f"{mods}")
+  if config.fuse_weights and (min(config.fuse_weights) < 0 or sum(config.fuse_weights) <= 0):
+    raise ConfigError(f"fuse_weights must be non-negative with a positive sum, got "
+                      f"{tuple(config.fuse_weights)}")
+  if config.fuser == "gated" and len(mods) == 2 and mods[1] != "text":
+    raise ConfigError("the gated fuser takes its gate from text: list modalities as ('image', 'text')")
+  if config.learning_rate <= 0 or config.inner_lr <= 0:
+    raise ConfigError("learning_rate and inner_lr must be positive")
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `smoke=True` switch: a run of a few seconds with the same code paths."""
+  config = config.copy_and_resolve_references()
+  config.shapes.examples_per_class = 12
+  config.shapes.classes_per_split = (10, 6, 6)
+  config.num_steps = min(config.num_steps, 4)
+  config.eval_every = config.checkpoint_every = 2
+  config.log_every = 1
+  config.val_episodes = config.eval_episodes = 4
+  config.q_query = config.eval_q_query = 2
+  config.meta_batch = 2
+  return config
+
+
+def _tuples(value):
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json())
+
+
+def config_from_dict(values: dict) -> ml_collections.ConfigDict:
+  """Inverse of `config_to_dict` (JSON lists come back as tuples)."""
+  return ml_collections.ConfigDict(_tuples(values))
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """Keys whose values differ between two config dicts, as 'key: a -> b'."""
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if isinstance(va, dict) and isinstance(vb, dict):
+      diffs += config_differences(va, vb, f"{prefix}{key}.")
+    elif va != vb:
+      diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+  return diffs

@@ -1,0 +1,349 @@
+"""Omniglot (Lake et al. 2015) from the authors' zip files, read without extracting them.
+
+Files, in a directory given explicitly or by the environment variable MMFSL_OMNIGLOT_DIR:
+    images_background_small1.zip, images_background_small2.zip  (characters, 20 drawings each)
+    one_shot_runs.zip                                            (the paper's 20 one-shot runs)
+
+Preprocessing: 105x105 1-bit PNG -> inverted so ink is 1.0 and paper 0.0 -> resized to
+`image_size` with Pillow's BOX (area) filter on the float image, so values stay in [0, 1].
+Images are float32 [..., image_size, image_size, 1].
+
+The two small sets share Greek and Latin (identical files); deduplicated by alphabet/character
+the union is 8 alphabets, 242 characters:
+    Balinese 24, Early_Aramaic 22, Greek 24, Japanese_(katakana) 47, Korean 40, Latin 26,
+    Sanskrit 42, Tagalog 17.
+
+Default split (by character, held out by alphabet, so no alphabet is in two splits):
+    train  Balinese, Greek, Japanese_(katakana), Latin, Sanskrit: 163 characters, 652 classes
+           with rotations (each character at 0/90/180/270 degrees is its own class)
+    val    Early_Aramaic: 22 classes
+    test   Korean, Tagalog: 57 classes
+Every class has 20 examples.
+
+Decoded arrays are cached as .npz under `cache_dir` (default $XDG_CACHE_HOME/mmfsl_jax or
+~/.cache/mmfsl_jax), never in the data directory, which may be read-only. The cache is keyed
+by the zips' names, sizes and mtimes and by image_size; an unreadable cache is rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import tempfile
+import warnings
+import zipfile
+import zlib
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mmfsl_jax.data.dataset import ClassDataset
+
+OMNIGLOT_ENV = "MMFSL_OMNIGLOT_DIR"
+BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
+RUNS_ZIP = "one_shot_runs.zip"
+OMNIGLOT_FILES = BACKGROUND_ZIPS + (RUNS_ZIP,)
+
+DEFAULT_VAL_ALPHABETS = ("Early_Aramaic",)
+DEFAULT_TEST_ALPHABETS = ("Korean", "Tagalog")
+ROTATIONS = (0, 90, 180, 270)
+
+_CACHE_VERSION = 1
+PathLike = str | os.PathLike
+
+
+def resolve_omniglot_dir(path: PathLike | None = None, *,
+                         required: Sequence[str] = OMNIGLOT_FILES) -> pathlib.Path:
+  """The Omniglot directory: `path`, else $MMFSL_OMNIGLOT_DIR; it must hold `required` files."""
+  if path is None:
+    path = os.environ.get(OMNIGLOT_ENV) or None
+  expected = ", ".join(required)
+  if path is None:
+    raise FileNotFoundError(
+        f"no Omniglot directory given: pass a path or set the environment variable "
+        f"{OMNIGLOT_ENV} to a directory holding {expected}")
+  directory = pathlib.Path(path).expanduser()
+  if not directory.is_dir():
+    raise FileNotFoundError(
+        f"Omniglot directory {str(directory)!r} does not exist (expected it to hold "
+        f"{expected}; set {OMNIGLOT_ENV} or pass a path)")
+  missing = [name for name in required if not (directory / name).is_file()]
+  if missing:
+    raise FileNotFoundError(
+        f"Omniglot directory {str(directory)!r} lacks {', '.join(missing)} (expected "
+        f"{expected}; set {OMNIGLOT_ENV} or pass a path)")
+  return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _open_zip(zip_path: pathlib.Path) -> zipfile.ZipFile:
+  try:
+    return zipfile.ZipFile(zip_path)
+  except (zipfile.BadZipFile, OSError, EOFError) as error:
+    raise ValueError(f"cannot read zip file {str(zip_path)!r}: {error}") from error
+
+
+def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
+  """One PNG member -> float32 [image_size, image_size, 1], ink 1.0, paper 0.0."""
+  try:
+    with Image.open(io.BytesIO(zf.read(member))) as image:
+      paper = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+    raise ValueError(
+        f"cannot decode {member!r} in zip file {str(zf.filename)!r}: {error}") from error
+  ink = Image.fromarray(1.0 - paper)  # mode "F"
+  if ink.size != (image_size, image_size):
+    ink = ink.resize((image_size, image_size), Image.Resampling.BOX)
+  return np.clip(np.asarray(ink, dtype=np.float32), 0.0, 1.0)[..., None]
+
+
+def _check_image_size(image_size: int) -> int:
+  if int(image_size) != image_size or image_size < 1:
+    raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+  return int(image_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def default_cache_dir() -> pathlib.Path:
+  """$XDG_CACHE_HOME/mmfsl_jax, else ~/.cache/mmfsl_jax."""
+  base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(base) / "mmfsl_jax"
+
+
+def _cache_file(cache_dir: PathLike | None, kind: str, zips: Sequence[pathlib.Path],
+                image_size: int) -> pathlib.Path:
+  stats = [(z.name, z.stat().st_size, z.stat().st_mtime_ns) for z in zips]
+  key = json.dumps([_CACHE_VERSION, kind, image_size, stats]).encode()
+  digest = hashlib.sha1(key).hexdigest()[:16]
+  directory = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+  return directory / f"omniglot_{kind}_{image_size}px_{digest}.npz"
+
+
+def _cached(cache_file: pathlib.Path, keys: Sequence[str],
+            build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The arrays in `cache_file`, or `build()`'s (then stored there; failures only warn)."""
+  try:
+    with np.load(cache_file, allow_pickle=False) as stored:
+      return {key: stored[key] for key in keys}
+  except Exception:  # missing, truncated or foreign: rebuild it
+    pass
+  arrays = build()
+  temp = None
+  try:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    # Written under a temporary name and renamed, so readers never see a partial file.
+    with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+      temp = pathlib.Path(f.name)
+      np.savez(f, **arrays)
+    os.replace(temp, cache_file)
+  except OSError as error:
+    warnings.warn(f"could not write Omniglot cache {str(cache_file)!r}: {error}")
+    if temp is not None:
+      temp.unlink(missing_ok=True)
+  return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Characters
+
+
+def _read_background(zips: Sequence[pathlib.Path], image_size: int) -> dict[str, np.ndarray]:
+  """names [C] "alphabet/character" (sorted), images float32 [C, 20, s, s, 1]."""
+  members: dict[str, tuple[pathlib.Path, list[str]]] = {}
+  for zip_path in zips:
+    with _open_zip(zip_path) as zf:
+      found: dict[str, list[str]] = {}
+      for member in zf.namelist():
+        parts = member.split("/")
+        if len(parts) == 4 and parts[3].endswith(".png"):
+          found.setdefault(f"{parts[1]}/{parts[2]}", []).append(member)
+    for name, files in found.items():
+      members.setdefault(name, (zip_path, sorted(files)))  # first zip wins: dedup
+  if not members:
+    raise ValueError(f"no character images found in {[str(z) for z in zips]}")
+  names = sorted(members)
+  counts = {len(members[name][1]) for name in names}
+  if len(counts) != 1:
+    raise ValueError(f"characters have differing numbers of drawings: {sorted(counts)}")
+  images = np.empty((len(names), counts.pop(), image_size, image_size, 1), np.float32)
+  open_zips: dict[pathlib.Path, zipfile.ZipFile] = {}
+  try:
+    for c, name in enumerate(names):
+      zip_path, files = members[name]
+      if zip_path not in open_zips:
+        open_zips[zip_path] = _open_zip(zip_path)
+      for i, member in enumerate(files):
+        images[c, i] = _decode(open_zips[zip_path], member, image_size)
+  finally:
+    for zf in open_zips.values():
+      zf.close()
+  return {"names": np.array(names), "images": images}
+
+
+def load_omniglot_characters(path: PathLike | None = None, image_size: int = 28, *,
+                             cache_dir: PathLike | None = None,
+                             ) -> dict[str, dict[str, np.ndarray]]:
+  """alphabet -> character -> float32 [20, image_size, image_size, 1], both small sets merged.
+
+  Alphabets and characters are in sorted order; drawings in drawer order (NNNN_01..20).
+  """
+  image_size = _check_image_size(image_size)
+  directory = resolve_omniglot_dir(path, required=BACKGROUND_ZIPS)
+  zips = [directory / name for name in BACKGROUND_ZIPS]
+  arrays = _cached(_cache_file(cache_dir, "characters", zips, image_size), ("names", "images"),
+                   lambda: _read_background(zips, image_size))
+  characters: dict[str, dict[str, np.ndarray]] = {}
+  for name, images in zip(arrays["names"].tolist(), arrays["images"]):
+    alphabet, character = name.split("/")
+    characters.setdefault(alphabet, {})[character] = images
+  return characters
+
+
+def _dataset(entries: Sequence[tuple[str, np.ndarray]]) -> ClassDataset:
+  """(class name, images [n, ...]) pairs -> ClassDataset with labels in entry order."""
+  images = np.concatenate([imgs for _, imgs in entries])
+  labels = np.repeat(np.arange(len(entries)), [len(imgs) for _, imgs in entries])
+  return ClassDataset(examples={"image": images}, labels=labels,
+                      class_names=tuple(name for name, _ in entries), class_texts={})
+
+
+def omniglot_splits(path: PathLike | None = None, *,
+                    val_alphabets: Sequence[str] = DEFAULT_VAL_ALPHABETS,
+                    test_alphabets: Sequence[str] = DEFAULT_TEST_ALPHABETS,
+                    rotations: bool = True, image_size: int = 28,
+                    cache_dir: PathLike | None = None) -> dict[str, ClassDataset]:
+  """{"train", "val", "test"} ClassDatasets, one class per character, held out by alphabet.
+
+  Alphabets not in val or test go to train. With `rotations`, each train character also
+  gives classes "<alphabet>/<character>/rot90", ".../rot180", ".../rot270" (counter-clockwise),
+  right after its unrotated class. Images: examples["image"] float32 [n, s, s, 1].
+  """
+  characters = load_omniglot_characters(path, image_size, cache_dir=cache_dir)
+  valid = sorted(characters)
+  val_alphabets, test_alphabets = tuple(val_alphabets), tuple(test_alphabets)
+  unknown = sorted(set(val_alphabets + test_alphabets) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown Omniglot alphabet(s) {unknown}; valid alphabets: {valid}")
+  overlap = sorted(set(val_alphabets) & set(test_alphabets))
+  if overlap:
+    raise ValueError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
+  held_out = set(val_alphabets) | set(test_alphabets)
+  split_alphabets = {"train": [a for a in valid if a not in held_out],
+                     "val": [a for a in valid if a in val_alphabets],
+                     "test": [a for a in valid if a in test_alphabets]}
+  splits = {}
+  for split, alphabets in split_alphabets.items():
+    entries = []
+    for alphabet in alphabets:
+      for character, images in characters[alphabet].items():
+        name = f"{alphabet}/{character}"
+        entries.append((name, images))
+        if split == "train" and rotations:
+          for degrees in ROTATIONS[1:]:
+            rotated = np.rot90(images, k=degrees // 90, axes=(1, 2))
+            entries.append((f"{name}/rot{degrees}", rotated))
+    if not entries:
+      raise ValueError(f"split {split!r} would be empty (alphabets: val {val_alphabets}, "
+                       f"test {test_alphabets}; valid alphabets: {valid})")
+    splits[split] = _dataset(entries)
+  return splits
+
+
+# ---------------------------------------------------------------------------------------------
+# One-shot runs
+
+_LABEL_LINE = re.compile(r"^\s*(\S*?item(\d+)\.png)\s+(\S*?class(\d+)\.png)\s*$")
+
+
+def _parse_class_labels(text: str, source: str) -> list[tuple[int, int]]:
+  """class_labels.txt -> [(item index, class index)], 0-based."""
+  pairs = []
+  for line in text.splitlines():
+    if not line.strip():
+      continue
+    match = _LABEL_LINE.match(line)
+    if match is None:
+      raise ValueError(f"unexpected line {line!r} in {source}")
+    pairs.append((int(match.group(2)) - 1, int(match.group(4)) - 1))
+  return pairs
+
+
+def _read_runs(zip_path: pathlib.Path, image_size: int) -> dict[str, np.ndarray]:
+  """names [R], train/test float32 [R, 20, s, s, 1], answers int [R, 20]."""
+  with _open_zip(zip_path) as zf:
+    all_members = zf.namelist()
+    run_names = sorted({m.split("/")[0] for m in all_members if re.match(r"run\d+/", m)})
+    if not run_names:
+      raise ValueError(f"no runNN/ folders in zip file {str(zip_path)!r}")
+    names, trains, tests, answers = [], [], [], []
+    for run in run_names:
+      train_files = sorted(m for m in all_members
+                           if re.fullmatch(rf"{run}/training/class\d+\.png", m))
+      test_files = sorted(m for m in all_members if re.fullmatch(rf"{run}/test/item\d+\.png", m))
+      labels_member = f"{run}/class_labels.txt"
+      source = f"{labels_member!r} in zip file {str(zip_path)!r}"
+      try:
+        text = zf.read(labels_member).decode()
+      except (KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {source}: {error}") from error
+      pairs = _parse_class_labels(text, source)
+      answer = np.full(len(test_files), -1, np.int64)
+      for item, cls in pairs:
+        if not (0 <= item < len(test_files) and 0 <= cls < len(train_files)):
+          raise ValueError(f"item {item + 1} -> class {cls + 1} out of range in {source}")
+        answer[item] = cls
+      if (answer < 0).any():
+        raise ValueError(f"{source} does not label every test item")
+      names.append(run)
+      trains.append([_decode(zf, m, image_size) for m in train_files])
+      tests.append([_decode(zf, m, image_size) for m in test_files])
+      answers.append(answer)
+  return {"names": np.array(names), "train": np.asarray(trains, np.float32),
+          "test": np.asarray(tests, np.float32), "answers": np.asarray(answers)}
+
+
+def load_one_shot_runs(path: PathLike | None = None, image_size: int = 28, *,
+                       cache_dir: PathLike | None = None) -> list[dict]:
+  """The 20 one-shot runs of Lake et al. 2015, preprocessed like the characters.
+
+  Each run: {"name": "run01", "train": float32 [20, s, s, 1] (class01..class20),
+  "test": float32 [20, s, s, 1] (item01..item20), "answers": int [20] (train index of the
+  class of each test item, from class_labels.txt)}.
+  """
+  image_size = _check_image_size(image_size)
+  zip_path = resolve_omniglot_dir(path, required=(RUNS_ZIP,)) / RUNS_ZIP
+  arrays = _cached(_cache_file(cache_dir, "runs", [zip_path], image_size),
+                   ("names", "train", "test", "answers"),
+                   lambda: _read_runs(zip_path, image_size))
+  return [{"name": name, "train": arrays["train"][r], "test": arrays["test"][r],
+           "answers": arrays["answers"][r]}
+          for r, name in enumerate(arrays["names"].tolist())]
+
+
+def one_shot_runs_accuracy(predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                           runs: Sequence[Mapping]) -> dict:
+  """Accuracy of `predict(train [20, ...], test [20, ...]) -> int [20]` (train index per item).
+
+  Returns {"per_run": {run name: accuracy}, "mean": mean of the per-run accuracies}.
+  """
+  if not runs:
+    raise ValueError("no one-shot runs given")
+  per_run = {}
+  for run in runs:
+    answers = np.asarray(run["answers"])
+    predicted = np.asarray(predict(run["train"], run["test"]))
+    if predicted.shape != answers.shape:
+      raise ValueError(f"predict returned shape {predicted.shape} for run {run['name']!r}, "
+                       f"expected {answers.shape} (one train index per test item)")
+    per_run[run["name"]] = float(np.mean(predicted == answers))
+  return {"per_run": per_run, "mean": float(np.mean(list(per_run.values())))}

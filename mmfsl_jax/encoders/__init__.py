@@ -1,0 +1,10 @@
+"""Encoders, one per modality: images, small trainable text, precomputed vectors.
+
+The pretrained transformer text encoder lives in `mmfsl_jax.encoders.pretrained_text` and is
+imported on demand (it needs the `text` extra for the bundled MiniLM)."""
+from mmfsl_jax.encoders.image import BatchStatNorm, Conv4, ResNet12, conv4, resnet12
+from mmfsl_jax.encoders.text import TokenEncoder, token_text_encoder
+from mmfsl_jax.encoders.vector import fit_standardizer, vector_encoder
+
+__all__ = ["BatchStatNorm", "Conv4", "ResNet12", "TokenEncoder", "conv4", "fit_standardizer",
+           "resnet12", "token_text_encoder", "vector_encoder"]

@@ -1,0 +1,63 @@
+"""Builds the model, meta-learner and optimizer that a config names."""
+from __future__ import annotations
+
+import optax
+
+from mmfsl_jax import align, fuse
+from mmfsl_jax.component import Component
+from mmfsl_jax.data.prepare import TextInfo
+from mmfsl_jax.encoders.image import conv4, resnet12
+from mmfsl_jax.encoders.text import token_text_encoder
+from mmfsl_jax.encoders.vector import fit_standardizer, vector_encoder
+from mmfsl_jax.meta import maml, protonet
+from mmfsl_jax.model import MultimodalModel, multimodal_model
+
+
+def _text_encoder(config, text_info: TextInfo, train_text) -> Component:
+  if text_info.kind == "features":
+    mean, std = fit_standardizer(train_text)
+    return vector_encoder(mean, std, hidden=(2 * config.text_dim,), out_dim=config.text_dim)
+  if text_info.pretrained is not None:
+    from mmfsl_jax.encoders.pretrained_text import pretrained_text_encoder
+    encoder = pretrained_text_encoder(text_info.pretrained)
+
+    def apply(params, ids, *, train=False, key=None):
+      return encoder.apply(params, {"ids": ids, "mask": (ids > 0).astype("int32")},
+                           train=train, key=key)
+    return Component(encoder.init, apply)
+  return token_text_encoder(text_info.vocab_size, config.text_dim,
+                            "mean" if config.text_encoder == "bow" else "gru")
+
+
+def build_model(config, text_info: TextInfo | None, train_split) -> MultimodalModel:
+  encoders = {}
+  for modality in config.modalities:
+    if modality == "image":
+      encoders["image"] = (conv4(config.conv_channels) if config.image_encoder == "conv4"
+                           else resnet12(tuple(config.resnet_channels)))
+    elif modality == "text":
+      encoders["text"] = _text_encoder(config, text_info, train_split.examples["text"])
+  aligner = align.projections(config.modalities, config.embed_dim, tuple(config.projection_hidden))
+  fuser = fuse.make_fuser(config.fuser, config.modalities,
+                          weights=tuple(config.fuse_weights) or None)
+  return multimodal_model(encoders, aligner, fuser)
+
+
+def build_learner(config, model: MultimodalModel, *, for_eval: bool = False):
+  common = dict(n_way=config.n_way, align_weight=config.align_weight,
+                align_temperature=config.align_temperature)
+  if config.method == "protonet":
+    return protonet(model, distance=config.distance, cosine_scale=config.cosine_scale,
+                    fuse_level=config.fuse_level, **common)
+  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
+  return maml(model, inner_steps=steps, inner_lr=config.inner_lr,
+              first_order=config.first_order, inner_loop=config.inner_loop,
+              inner_params=config.inner_params, **common)
+
+
+def build_optimizer(config) -> optax.GradientTransformation:
+  base = (optax.adam(config.learning_rate) if config.optimizer == "adam"
+          else optax.sgd(config.learning_rate, momentum=0.9))
+  if config.grad_clip:
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+  return base

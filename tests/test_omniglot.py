@@ -1,0 +1,186 @@
+"""Omniglot loaders on the real files (skipped when the data directory is not found)."""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmfsl_jax.data import omniglot
+
+SIZE = 28
+
+
+def _data_dir() -> pathlib.Path | None:
+  env = os.environ.get(omniglot.OMNIGLOT_ENV)
+  path = pathlib.Path(env) if env else (
+      pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
+  if all((path / name).is_file() for name in omniglot.OMNIGLOT_FILES):
+    return path
+  return None
+
+
+DATA_DIR = _data_dir()
+needs_data = pytest.mark.skipif(
+    DATA_DIR is None,
+    reason=f"Omniglot zips not found: set {omniglot.OMNIGLOT_ENV} or place them in "
+           f"../shared/data/omniglot next to the repository")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("omniglot_cache")
+
+
+@pytest.fixture(scope="module")
+def characters(cache_dir):
+  return omniglot.load_omniglot_characters(DATA_DIR, SIZE, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def splits(cache_dir, characters):
+  return omniglot.omniglot_splits(DATA_DIR, image_size=SIZE, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(cache_dir):
+  return omniglot.load_one_shot_runs(DATA_DIR, SIZE, cache_dir=cache_dir)
+
+
+@needs_data
+def test_characters_shapes_values_and_dedup(characters):
+  assert len(characters) == 8
+  assert sum(len(chars) for chars in characters.values()) == 242
+  assert len(characters["Greek"]) == 24 and len(characters["Latin"]) == 26  # not doubled
+  images = np.stack([imgs for chars in characters.values() for imgs in chars.values()])
+  assert images.shape == (242, 20, SIZE, SIZE, 1) and images.dtype == np.float32
+  assert images.min() >= 0.0 and images.max() <= 1.0
+  assert images.mean() < 0.5  # ink is 1 on a 0 background
+  assert images.max(axis=(2, 3, 4)).min() > 0.5  # every drawing has some ink
+
+
+@needs_data
+def test_cache_is_reused_and_rebuilt_when_corrupt(characters, cache_dir):
+  files = list(pathlib.Path(cache_dir).glob("omniglot_characters_*.npz"))
+  assert len(files) == 1
+  again = omniglot.load_omniglot_characters(DATA_DIR, SIZE, cache_dir=cache_dir)
+  np.testing.assert_array_equal(again["Korean"]["character01"],
+                                characters["Korean"]["character01"])
+  files[0].write_bytes(b"not an npz")
+  rebuilt = omniglot.load_omniglot_characters(DATA_DIR, SIZE, cache_dir=cache_dir)
+  np.testing.assert_array_equal(rebuilt["Tagalog"]["character17"],
+                                characters["Tagalog"]["character17"])
+
+
+@needs_data
+def test_splits_counts_rotations_and_disjoint_alphabets(splits, characters):
+  alphabets = {name: {c.split("/")[0] for c in ds.class_names} for name, ds in splits.items()}
+  assert alphabets["val"] == {"Early_Aramaic"}
+  assert alphabets["test"] == {"Korean", "Tagalog"}
+  assert not (alphabets["train"] & alphabets["val"] or alphabets["train"] & alphabets["test"])
+  assert set().union(*alphabets.values()) == set(characters)
+  assert (splits["train"].num_classes, splits["val"].num_classes,
+          splits["test"].num_classes) == (4 * 163, 22, 57)
+  for ds in splits.values():
+    assert ds.examples["image"].shape == (20 * ds.num_classes, SIZE, SIZE, 1)
+    assert np.bincount(ds.labels).tolist() == [20] * ds.num_classes
+    assert ds.class_texts == {} and len(set(ds.class_names)) == ds.num_classes
+  train = splits["train"]
+  assert sum(n.endswith("/rot90") for n in train.class_names) == 163
+  assert not any("/rot" in n for n in splits["val"].class_names + splits["test"].class_names)
+  # A rotated class holds its character's drawings turned by 90 degrees.
+  label = train.class_names.index("Greek/character01/rot90")
+  rotated = train.examples["image"][train.labels == label]
+  np.testing.assert_array_equal(rotated, np.rot90(characters["Greek"]["character01"],
+                                                  axes=(1, 2)))
+
+
+@needs_data
+def test_splits_without_rotations_and_bad_alphabets(cache_dir):
+  plain = omniglot.omniglot_splits(DATA_DIR, rotations=False, cache_dir=cache_dir,
+                                   val_alphabets=("Latin",), test_alphabets=("Greek",))
+  assert (plain["train"].num_classes, plain["val"].num_classes,
+          plain["test"].num_classes) == (242 - 50, 26, 24)
+  with pytest.raises(ValueError, match="Klingon.*valid alphabets.*Balinese"):
+    omniglot.omniglot_splits(DATA_DIR, test_alphabets=("Klingon",), cache_dir=cache_dir)
+  with pytest.raises(ValueError, match="Korean"):
+    omniglot.omniglot_splits(DATA_DIR, val_alphabets=("Korean",), cache_dir=cache_dir)
+
+
+@needs_data
+def test_one_shot_runs(runs):
+  assert [run["name"] for run in runs] == [f"run{r:02d}" for r in range(1, 21)]
+  for run in runs:
+    assert run["train"].shape == run["test"].shape == (20, SIZE, SIZE, 1)
+    assert run["train"].dtype == run["test"].dtype == np.float32
+    assert 0.0 <= run["test"].min() and run["test"].max() <= 1.0
+    assert run["test"].mean() < 0.5
+    assert np.issubdtype(run["answers"].dtype, np.integer)
+    assert sorted(run["answers"].tolist()) == list(range(20))
+  assert runs[0]["answers"][:3].tolist() == [7, 8, 1]  # run01: item01 -> class08, ...
+
+
+@needs_data
+def test_one_shot_runs_accuracy(runs):
+  oracle = {id(run["test"]): run["answers"] for run in runs}
+  result = omniglot.one_shot_runs_accuracy(lambda train, test: oracle[id(test)], runs)
+  assert result["mean"] == 1.0 and len(result["per_run"]) == 20
+
+  def half_right(train, test):
+    answers = oracle[id(test)].copy()
+    answers[10:] = (answers[10:] + 1) % 20
+    return answers
+
+  result = omniglot.one_shot_runs_accuracy(half_right, runs)
+  assert result["mean"] == 0.5 and set(result["per_run"].values()) == {0.5}
+  # Raw-pixel nearest neighbour is far above chance (1/20); Lake et al. report ~22%.
+  def nearest(train, test):
+    distances = ((test.reshape(20, 1, -1) - train.reshape(1, 20, -1)) ** 2).sum(-1)
+    return distances.argmin(1)
+
+  assert omniglot.one_shot_runs_accuracy(nearest, runs)["mean"] > 0.1
+
+
+def test_missing_dir_names_env_var(tmp_path, monkeypatch):
+  monkeypatch.delenv(omniglot.OMNIGLOT_ENV, raising=False)
+  with pytest.raises(FileNotFoundError, match=omniglot.OMNIGLOT_ENV):
+    omniglot.resolve_omniglot_dir(None)
+  with pytest.raises(FileNotFoundError, match=f"{omniglot.OMNIGLOT_ENV}"):
+    omniglot.load_omniglot_characters(tmp_path / "absent", cache_dir=tmp_path)
+  with pytest.raises(FileNotFoundError, match="one_shot_runs.zip.*" + omniglot.OMNIGLOT_ENV):
+    omniglot.resolve_omniglot_dir(tmp_path)
+  monkeypatch.setenv(omniglot.OMNIGLOT_ENV, str(tmp_path / "absent"))
+  with pytest.raises(FileNotFoundError, match="absent"):
+    omniglot.load_one_shot_runs(cache_dir=tmp_path)
+
+
+def test_corrupt_zip_names_the_file(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  for name in omniglot.OMNIGLOT_FILES:
+    (data / name).write_bytes(b"garbage, not a zip" * 10)
+  with pytest.raises(ValueError, match="images_background_small1.zip"):
+    omniglot.load_omniglot_characters(data, cache_dir=tmp_path / "cache")
+  with pytest.raises(ValueError, match="one_shot_runs.zip"):
+    omniglot.load_one_shot_runs(data, cache_dir=tmp_path / "cache")
+
+
+def test_corrupt_image_names_zip_and_member(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  good = io.BytesIO()
+  Image.new("1", (105, 105), 1).save(good, format="PNG")
+  for name in omniglot.BACKGROUND_ZIPS:
+    with zipfile.ZipFile(data / name, "w") as zf:
+      folder = name[:-len(".zip")]
+      zf.writestr(f"{folder}/Greek/character01/0001_01.png", good.getvalue())
+      if name.endswith("small2.zip"):
+        zf.writestr(f"{folder}/Tagalog/character01/0002_01.png", b"\x89PNG broken")
+  with pytest.raises(ValueError) as info:
+    omniglot.load_omniglot_characters(data, cache_dir=tmp_path / "cache")
+  assert "images_background_small2.zip" in str(info.value)
+  assert "Tagalog/character01/0002_01.png" in str(info.value)
