@@ -3,7 +3,10 @@
 Writes into workdir: config.json (a rerun must match it), metrics.jsonl (one JSON object per
 log or validation event), checkpoints/ (latest, for resuming) and best/ (best validation
 accuracy, for eval). Running again with the same workdir resumes from the latest checkpoint
-and continues exactly: the sampler position and RNG keys are functions of the step.
+and continues exactly: the sampler position and RNG keys are functions of the step, and log
+lines written after that checkpoint are dropped and written again. A train record averages
+the `steps` meta-steps since the previous one; a run resumed from a step that is not a
+multiple of log_every starts with a shorter window.
 """
 from __future__ import annotations
 
@@ -135,7 +138,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
         window.append(metrics)
         done = step + 1
         if done % config.log_every == 0 or done == config.num_steps:
-          record = {"step": done, "split": "train", "time": round(time.time() - t0, 2),
+          record = {"step": done, "split": "train", "steps": len(window),
+                    "time": round(time.time() - t0, 2),
                     **{k: float(np.mean([m[k] for m in window])) for k in window[0]}}
           log.write(json.dumps(record) + "\n")
           log.flush()

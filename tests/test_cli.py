@@ -56,32 +56,6 @@ def _copy_run(src: Path, dst: Path) -> Path:
   return dst
 
 
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
-
-
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-  """A persistent JAX compilation cache for this module's runs and its subprocess.
-
-  Without it the console-script run compiles the tiny model again (about 30 s on 2 busy cores,
-  6 s with it). Yields the environment variables that give a subprocess the same cache; the
-  process-wide settings are restored afterwards.
-  """
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache as cc
-  path = str(tmp_path_factory.mktemp("jax_cache"))
-  previous = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  for name, value in zip(_CACHE_OPTIONS, (path, 0.0, -1)):
-    jax.config.update(name, value)
-  cc.reset_cache()      # the cache is set up at the first compile; make it see the new dir
-  yield {"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  cc.reset_cache()
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, compilation_cache):
   """The tiny config trained for its 6 steps: (workdir, stdout of the run)."""
@@ -297,10 +271,6 @@ def test_k_shot_larger_than_the_classes(tmp_path, capsys):
   _fails(capsys, _train_argv(tmp_path / "run", "k_shot=10"), "k_shot", "13", "12")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: train.check_workdir writes config.json before the data/sampler checks, so "
-    "after a failed start (n_way=30) a corrected rerun in the same workdir is refused as "
-    "'a different config' instead of being checked on its own"))
 def test_failed_start_does_not_pin_the_workdir_config(tmp_path, capsys):
   workdir = tmp_path / "run"
   _fails(capsys, _train_argv(workdir, "n_way=30"), "n_way=30")
@@ -360,10 +330,6 @@ def test_eval_with_negative_episodes(tmp_path, capsys):
   _fails(capsys, ["eval", "--workdir", str(workdir), "--episodes", "-1"], "episodes", "-1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: evaluate_workdir uses `episodes or config.eval_episodes`, so --episodes 0 "
-    "(and --queries 0) silently mean the config default instead of the 'must be positive' "
-    "error"))
 def test_eval_with_zero_episodes(tmp_path, capsys):
   workdir = _workdir_without_checkpoint(tmp_path / "run")
   _fails(capsys, ["eval", "--workdir", str(workdir), "--episodes", "0"], "episodes", "positive")

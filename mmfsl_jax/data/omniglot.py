@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.errors import UserError
 
 OMNIGLOT_ENV = "MMFSL_OMNIGLOT_DIR"
 BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -87,7 +88,7 @@ def _open_zip(zip_path: pathlib.Path) -> zipfile.ZipFile:
   try:
     return zipfile.ZipFile(zip_path)
   except (zipfile.BadZipFile, OSError, EOFError) as error:
-    raise ValueError(f"cannot read zip file {str(zip_path)!r}: {error}") from error
+    raise UserError(f"cannot read zip file {str(zip_path)!r}: {error}") from error
 
 
 def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
@@ -96,7 +97,7 @@ def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
     with Image.open(io.BytesIO(zf.read(member))) as image:
       paper = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
   except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
-    raise ValueError(
+    raise UserError(
         f"cannot decode {member!r} in zip file {str(zf.filename)!r}: {error}") from error
   ink = Image.fromarray(1.0 - paper)  # mode "F"
   if ink.size != (image_size, image_size):
@@ -106,7 +107,7 @@ def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
 
 def _check_image_size(image_size: int) -> int:
   if int(image_size) != image_size or image_size < 1:
-    raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    raise UserError(f"image_size must be a positive integer, got {image_size!r}")
   return int(image_size)
 
 
@@ -170,11 +171,11 @@ def _read_background(zips: Sequence[pathlib.Path], image_size: int) -> dict[str,
     for name, files in found.items():
       members.setdefault(name, (zip_path, sorted(files)))  # first zip wins: dedup
   if not members:
-    raise ValueError(f"no character images found in {[str(z) for z in zips]}")
+    raise UserError(f"no character images found in {[str(z) for z in zips]}")
   names = sorted(members)
   counts = {len(members[name][1]) for name in names}
   if len(counts) != 1:
-    raise ValueError(f"characters have differing numbers of drawings: {sorted(counts)}")
+    raise UserError(f"characters have differing numbers of drawings: {sorted(counts)}")
   images = np.empty((len(names), counts.pop(), image_size, image_size, 1), np.float32)
   open_zips: dict[pathlib.Path, zipfile.ZipFile] = {}
   try:
@@ -233,10 +234,10 @@ def omniglot_splits(path: PathLike | None = None, *,
   val_alphabets, test_alphabets = tuple(val_alphabets), tuple(test_alphabets)
   unknown = sorted(set(val_alphabets + test_alphabets) - set(valid))
   if unknown:
-    raise ValueError(f"unknown Omniglot alphabet(s) {unknown}; valid alphabets: {valid}")
+    raise UserError(f"unknown Omniglot alphabet(s) {unknown}; valid alphabets: {valid}")
   overlap = sorted(set(val_alphabets) & set(test_alphabets))
   if overlap:
-    raise ValueError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
+    raise UserError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
   held_out = set(val_alphabets) | set(test_alphabets)
   split_alphabets = {"train": [a for a in valid if a not in held_out],
                      "val": [a for a in valid if a in val_alphabets],
@@ -253,7 +254,7 @@ def omniglot_splits(path: PathLike | None = None, *,
             rotated = np.rot90(images, k=degrees // 90, axes=(1, 2))
             entries.append((f"{name}/rot{degrees}", rotated))
     if not entries:
-      raise ValueError(f"split {split!r} would be empty (alphabets: val {val_alphabets}, "
+      raise UserError(f"split {split!r} would be empty (alphabets: val {val_alphabets}, "
                        f"test {test_alphabets}; valid alphabets: {valid})")
     splits[split] = _dataset(entries)
   return splits
@@ -273,7 +274,7 @@ def _parse_class_labels(text: str, source: str) -> list[tuple[int, int]]:
       continue
     match = _LABEL_LINE.match(line)
     if match is None:
-      raise ValueError(f"unexpected line {line!r} in {source}")
+      raise UserError(f"unexpected line {line!r} in {source}")
     pairs.append((int(match.group(2)) - 1, int(match.group(4)) - 1))
   return pairs
 
@@ -284,7 +285,7 @@ def _read_runs(zip_path: pathlib.Path, image_size: int) -> dict[str, np.ndarray]
     all_members = zf.namelist()
     run_names = sorted({m.split("/")[0] for m in all_members if re.match(r"run\d+/", m)})
     if not run_names:
-      raise ValueError(f"no runNN/ folders in zip file {str(zip_path)!r}")
+      raise UserError(f"no runNN/ folders in zip file {str(zip_path)!r}")
     names, trains, tests, answers = [], [], [], []
     for run in run_names:
       train_files = sorted(m for m in all_members
@@ -295,15 +296,15 @@ def _read_runs(zip_path: pathlib.Path, image_size: int) -> dict[str, np.ndarray]
       try:
         text = zf.read(labels_member).decode()
       except (KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read {source}: {error}") from error
+        raise UserError(f"cannot read {source}: {error}") from error
       pairs = _parse_class_labels(text, source)
       answer = np.full(len(test_files), -1, np.int64)
       for item, cls in pairs:
         if not (0 <= item < len(test_files) and 0 <= cls < len(train_files)):
-          raise ValueError(f"item {item + 1} -> class {cls + 1} out of range in {source}")
+          raise UserError(f"item {item + 1} -> class {cls + 1} out of range in {source}")
         answer[item] = cls
       if (answer < 0).any():
-        raise ValueError(f"{source} does not label every test item")
+        raise UserError(f"{source} does not label every test item")
       names.append(run)
       trains.append([_decode(zf, m, image_size) for m in train_files])
       tests.append([_decode(zf, m, image_size) for m in test_files])
@@ -337,13 +338,13 @@ def one_shot_runs_accuracy(predict: Callable[[np.ndarray, np.ndarray], np.ndarra
   Returns {"per_run": {run name: accuracy}, "mean": mean of the per-run accuracies}.
   """
   if not runs:
-    raise ValueError("no one-shot runs given")
+    raise UserError("no one-shot runs given")
   per_run = {}
   for run in runs:
     answers = np.asarray(run["answers"])
     predicted = np.asarray(predict(run["train"], run["test"]))
     if predicted.shape != answers.shape:
-      raise ValueError(f"predict returned shape {predicted.shape} for run {run['name']!r}, "
+      raise UserError(f"predict returned shape {predicted.shape} for run {run['name']!r}, "
                        f"expected {answers.shape} (one train index per test item)")
     per_run[run["name"]] = float(np.mean(predicted == answers))
   return {"per_run": per_run, "mean": float(np.mean(list(per_run.values())))}

@@ -28,7 +28,7 @@ class EpisodeSampler:
 
   def __init__(self, dataset: ClassDataset, *, n_way: int, k_shot: int, q_query: int,
                batch_size: int = 1, seed: int = 0, modalities: Sequence[str] | None = None,
-               split_name: str = "dataset"):
+               split_name: str = "given"):
     self.dataset = dataset
     self.n_way, self.k_shot, self.q_query = int(n_way), int(k_shot), int(q_query)
     self.batch_size, self.seed = int(batch_size), int(seed)
@@ -49,6 +49,11 @@ class EpisodeSampler:
       raise UserError(f"modalities {missing} requested, but the {split_name} split has only "
                        f"{list(ds.modalities)}")
     for m in self.modalities:
+      for where, arrays in (("examples", ds.examples), ("class_texts", ds.class_texts)):
+        if m in arrays and np.asarray(arrays[m]).dtype == object:
+          raise UserError(f"modality {m!r} ({where}) of the {split_name} split holds raw "
+                          f"strings; turn them into arrays first (WordVocabulary.encode, or "
+                          f"TextFeatureCache for a pretrained encoder)")
       if ds.examples[m].size == 0 or (ds.examples[m].ndim > 1 and ds.examples[m].shape[1] == 0):
         raise UserError(f"modality {m!r} of the {split_name} split is empty "
                          f"(shape {ds.examples[m].shape})")

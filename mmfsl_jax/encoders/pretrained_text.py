@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfsl_jax.component import Component
+from mmfsl_jax.errors import UserError
 
 DEFAULT_TEXT_MODEL = "minilm"
 
@@ -62,7 +63,7 @@ def _check_model_dir(path: str) -> bool:
   if "model.safetensors" in files:
     return True
   if "model.safetensors.index.json" in files:
-    raise ValueError(f"{path} holds sharded safetensors weights, which transformers' Flax loader "
+    raise UserError(f"{path} holds sharded safetensors weights, which transformers' Flax loader "
                      "cannot read; save the model unsharded (model.safetensors)")
   if files & set(_PT_WEIGHTS):
     try:
