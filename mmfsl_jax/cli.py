@@ -1,7 +1,12 @@
-"""The `mmfsl` command: `mmfsl train` and `mmfsl eval`.
+"""The `mmfsl` command: `mmfsl train`, `mmfsl eval` and `mmfsl data`.
 
-User errors (bad config, paths, impossible requests) print one clear message and exit with
-status 2; set MMFSL_DEBUG=1 to see the traceback as well.
+    mmfsl train --config CONFIG --workdir DIR [key=value ...]
+    mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
+    mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
+    mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
+
+User errors (bad config, paths, impossible requests, data that is not there) print one clear
+message and exit with status 2; set MMFSL_DEBUG=1 to see the traceback as well.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from mmfsl_jax.errors import UserError
 
 # Bugs raise other exceptions and keep their traceback.
 _USER_ERRORS = (UserError, FileNotFoundError, ImportError)
+_BENCHMARKS = ("episodic", "omniglot-runs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,10 +31,32 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--workdir", default="runs/default", help="output directory (default: runs/default)")
   train.add_argument("--no-progress", action="store_true", help="no progress bar")
   train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-  evaluate = commands.add_parser("eval", help="evaluate the best checkpoint on meta-test tasks")
+  evaluate = commands.add_parser("eval", help="evaluate the best checkpoint")
   evaluate.add_argument("--workdir", default="runs/default")
+  evaluate.add_argument("--benchmark", choices=_BENCHMARKS, default="episodic",
+                        help="episodic: meta-test tasks of the config's way and shot (default); "
+                             "omniglot-runs: the 20 one-shot runs of Lake et al. 2015 "
+                             "(image-only Omniglot models)")
   evaluate.add_argument("--episodes", type=int, default=None, help="default: the config's (600)")
   evaluate.add_argument("--queries", type=int, default=None, help="queries per class (default 15)")
+  evaluate.add_argument("--data-dir", default=None,
+                        help="data directory, if not the config's (omniglot-runs: the directory "
+                             "of one_shot_runs.zip; default: data_dir or $MMFSL_OMNIGLOT_DIR)")
+  data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
+  data_commands = data.add_subparsers(dest="data_command")
+  prepare = data_commands.add_parser(
+      "prepare", help="download and prepare a TFDS dataset (needs internet); for omniglot, "
+                      "check the zip files")
+  prepare.add_argument("name", help="omniglot, tfds_omniglot, cifar_fs, fc100, cub, flowers102 "
+                                    "(or a TFDS builder name)")
+  prepare.add_argument("--data-dir", default=None,
+                       help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); "
+                            "omniglot: the zips' directory (default: $MMFSL_OMNIGLOT_DIR)")
+  throughput = data_commands.add_parser(
+      "throughput", help="how many meta-train tasks per second the data pipeline produces")
+  throughput.add_argument("--config", default="default")
+  throughput.add_argument("--batches", type=int, default=20, help="task batches timed (default 20)")
+  throughput.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
   return parser
 
 
@@ -43,13 +71,63 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-  from mmfsl_jax.evaluate import evaluate_workdir
-  result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries)
-  for name in ("accuracy", "macro_recall", "macro_f1"):
-    print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
-          f"({result[name]['n']} episodes)")
+  if args.benchmark == "omniglot-runs":
+    from mmfsl_jax.evaluate import evaluate_omniglot_runs
+    if args.episodes is not None or args.queries is not None:
+      raise UserError("--episodes and --queries do not apply to --benchmark omniglot-runs "
+                      "(it is always the 20 runs, 20 test drawings each)")
+    result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir)
+    for name, accuracy in result["per_run"].items():
+      print(f"{name}: {100 * accuracy:.1f} %")
+    print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
+          f"(error rate {100 * result['error_rate']:.2f} %; people 4.5 %)")
+  else:
+    from mmfsl_jax.evaluate import evaluate_workdir
+    result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
+                              data_dir=args.data_dir)
+    for name in ("accuracy", "macro_recall", "macro_f1"):
+      print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
+            f"({result[name]['n']} episodes)")
   print(f"wrote {os.path.join(args.workdir, 'eval.json')}")
   return 0
+
+
+def _prepare(args) -> int:
+  if args.name == "omniglot":
+    from mmfsl_jax.data import omniglot
+    directory, status = omniglot.check_omniglot_files(args.data_dir)
+    for name, state in status.items():
+      print(f"{name}: {state}")
+    bad = [name for name, state in status.items() if not state.startswith("ok")]
+    if bad:
+      raise UserError(
+          f"Omniglot directory {str(directory)!r} lacks usable {', '.join(bad)}; this library "
+          f"does not download them: download them from {omniglot.OMNIGLOT_URL} (this "
+          f"needs an internet connection) into that directory")
+    print(f"omniglot: all files present in {directory}")
+    return 0
+  from mmfsl_jax.data.tfds_datasets import download_and_prepare
+  print(download_and_prepare(args.name, args.data_dir))
+  return 0
+
+
+def _throughput(args) -> int:
+  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.data.pipeline import measure_pipeline
+  config = config_lib.load_config(args.config)
+  config_lib.apply_overrides(config, args.overrides)
+  if args.batches < 1:
+    raise UserError(f"--batches must be at least 1, got {args.batches}")
+  result = measure_pipeline(config, batches=args.batches)
+  print(f"data pipeline ({result['dataset']}, augment={result['augment']}): "
+        f"{result['tasks_per_second']:.1f} tasks/s ({result['batches_per_second']:.2f} batches "
+        f"of {result['meta_batch']} tasks/s)")
+  print(json.dumps(result))
+  return 0
+
+
+def _data(args) -> int:
+  return _prepare(args) if args.data_command == "prepare" else _throughput(args)
 
 
 def main(argv=None) -> int:
@@ -57,8 +135,14 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.command is None:
     args = parser.parse_args(["train", *(argv or [])])
+  if args.command == "data" and args.data_command is None:
+    parser.error("`mmfsl data` needs a command: prepare NAME, or throughput --config CONFIG")
   try:
-    return _train(args) if args.command == "train" else _eval(args)
+    if args.command == "train":
+      return _train(args)
+    if args.command == "eval":
+      return _eval(args)
+    return _data(args)
   except _USER_ERRORS as error:
     if os.environ.get("MMFSL_DEBUG"):
       raise

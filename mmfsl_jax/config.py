@@ -22,7 +22,8 @@ from mmfsl_jax import configs as _configs_pkg
 from mmfsl_jax.errors import ConfigError
 
 CHOICES = {
-    "dataset": ("shapes",),
+    "dataset": ("shapes", "omniglot", "tfds_omniglot", "cifar_fs", "fc100", "cub", "flowers102"),
+    "augment": ("auto", "none", "crop_flip"),
     "method": ("protonet", "maml"),
     "image_encoder": ("conv4", "resnet12"),
     "text_encoder": ("bow", "gru", "pretrained"),
@@ -39,10 +40,18 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.smoke = False                 # shrink everything for a quick check of the pipeline
-  c.dataset = "shapes"
+  c.dataset = "shapes"             # shapes | omniglot (zip files) | tfds_omniglot, cifar_fs,
+  #                                  fc100, cub, flowers102 (TFDS; `mmfsl data prepare NAME`)
+  c.data_dir = ""                 # omniglot: the zips' directory (else $MMFSL_OMNIGLOT_DIR);
+  #                                  TFDS datasets: the TFDS data_dir (else TFDS's default)
+  c.image_size = 0                # 0 = the dataset's own (shapes.image_size, 28, 32 or 84)
+  c.augment = "auto"              # train images: auto (the dataset's default) | none | crop_flip
   c.shapes = ml_collections.ConfigDict(dict(
       image_size=32, examples_per_class=40, classes_per_split=(64, 16, 20), mention_prob=0.5,
       colour_jitter=30.0, noise_std=0.06, clutter=1, seed=0))
+  c.omniglot = ml_collections.ConfigDict(dict(
+      val_alphabets=("Early_Aramaic",), test_alphabets=("Korean", "Tagalog"), rotations=True,
+      tfds_splits="full"))          # tfds_omniglot: full (TFDS train/test) | small (small1+2)
   c.modalities = ("image", "text")  # a subset gives the unimodal ablations
   c.image_encoder = "conv4"
   c.conv_channels = 32
@@ -75,6 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.grad_clip = 10.0
+  c.skip_nonfinite_steps = False  # drop updates with a non-finite loss/gradient (counted as
+  #                                 skipped_steps) instead of stopping with an error
   c.num_steps = 1200
   c.log_every = 25
   c.eval_every = 200
@@ -206,6 +217,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("the gated fuser takes its gate from text: list modalities as ('image', 'text')")
   if config.learning_rate <= 0 or config.inner_lr <= 0:
     raise ConfigError("learning_rate and inner_lr must be positive")
+  if config.image_size < 0:
+    raise ConfigError(f"image_size must be 0 (the dataset's own size) or positive, got "
+                      f"{config.image_size}")
+  if config.omniglot.tfds_splits not in ("full", "small"):
+    raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
+                      f"choose one of full, small")
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

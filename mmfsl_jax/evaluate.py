@@ -1,7 +1,11 @@
-"""Evaluation over many episodes: accuracy, macro recall, macro F1 with 95% intervals."""
+"""Evaluation over many episodes: accuracy, macro recall, macro F1 with 95% intervals; and the
+20 one-shot runs of Lake et al. 2015 for models trained on Omniglot."""
 from __future__ import annotations
 
+import json
 import math
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -33,18 +37,35 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
   return summarise(per_episode)
 
 
+BENCHMARKS = ("episodic", "omniglot-runs")
+
+
+def workdir_config(workdir):
+  """The config a training workdir was run with (keys added to the library since then take
+  their base_config defaults); CheckpointError if it is not a training workdir."""
+  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.errors import CheckpointError
+  config_path = Path(workdir) / "config.json"
+  if not config_path.exists():
+    raise CheckpointError(f"{workdir} has no config.json: it is not a training workdir "
+                          f"(run `mmfsl train --workdir {workdir}` first)")
+
+  def merge(base: dict, saved: dict) -> dict:
+    return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(
+        base.get(k), dict) else v for k, v in saved.items()}}
+
+  saved = json.loads(config_path.read_text())
+  return config_lib.config_from_dict(
+      merge(config_lib.config_to_dict(config_lib.base_config()), saved))
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
-                     seed: int | None = None, write: bool = True) -> dict:
+                     seed: int | None = None, write: bool = True, data_dir=None) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/eval.json: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
-  settings used.
+  settings used. `data_dir` replaces the config's (the data moved since training).
   """
-  import json
-  import time
-  from pathlib import Path
-
-  from mmfsl_jax import config as config_lib
   from mmfsl_jax.checkpoint import Checkpoints
   from mmfsl_jax.data.prepare import prepare_splits
   from mmfsl_jax.errors import CheckpointError
@@ -52,11 +73,9 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   from mmfsl_jax.meta.step import init_train_state
 
   workdir = Path(workdir)
-  config_path = workdir / "config.json"
-  if not config_path.exists():
-    raise CheckpointError(f"{workdir} has no config.json: it is not a training workdir "
-                          f"(run `mmfsl train --workdir {workdir}` first)")
-  config = config_lib.config_from_dict(json.loads(config_path.read_text()))
+  config = workdir_config(workdir)
+  if data_dir is not None:
+    config.data_dir = str(data_dir)
   episodes = config.eval_episodes if episodes is None else episodes
   q_query = config.eval_q_query if q_query is None else q_query
   seed = config.eval_seed if seed is None else seed
@@ -85,6 +104,94 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
       "dataset": config.dataset, "seconds": round(time.time() - t0, 2)}}
+  if write:
+    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+  return result
+
+
+def one_shot_runs_task(run: dict) -> dict:
+  """A 20-way 1-shot task from a one-shot run: support = its 20 training drawings with labels
+  0..19 (class01..class20), query = its 20 test drawings (labels left 0: predict ignores them).
+  Images [20, s, s, 1]."""
+  n = len(run["train"])
+  return {"support": {"image": np.asarray(run["train"], np.float32),
+                      "label": np.arange(n, dtype=np.int32)},
+          "query": {"image": np.asarray(run["test"], np.float32),
+                    "label": np.zeros(len(run["test"]), np.int32)}}
+
+
+def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dict:
+  """The best checkpoint of an Omniglot workdir on the 20 one-shot runs of Lake et al. 2015.
+
+  Each run is one 20-way 1-shot task (`one_shot_runs_task`); the prediction for a test item is
+  the arg-max of the meta-learner's `predict` (ProtoNet: the nearest prototype; MAML: after
+  adapting on the 20 drawings). The learner is built with n_way=20, which ProtoNet allows for
+  any training way; MAML's head has n_way outputs, so it needs a model trained 20-way.
+  The runs' zips come from `data_dir`, else the config's data_dir (dataset=omniglot), else
+  $MMFSL_OMNIGLOT_DIR. Writes workdir/eval.json: {"benchmark", "accuracy", "error_rate",
+  "per_run": {run: accuracy}, "settings"}.
+  """
+  from mmfsl_jax.checkpoint import Checkpoints
+  from mmfsl_jax.data import omniglot
+  from mmfsl_jax.data.prepare import dataset_channels, dataset_image_size
+  from mmfsl_jax.errors import CheckpointError, UserError
+  from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+  from mmfsl_jax.meta.step import init_train_state
+
+  workdir = Path(workdir)
+  config = workdir_config(workdir)
+  modalities = tuple(config.modalities)
+  if modalities != ("image",):
+    raise UserError(
+        f"--benchmark omniglot-runs needs an image-only model, but the model in {workdir} "
+        f"uses modalities={modalities}; the one-shot runs have images only. Train one with "
+        f"modalities=\"('image',)\" (e.g. --config omniglot_protonet)")
+  channels = dataset_channels(config.dataset)
+  if channels != 1:
+    raise UserError(
+        f"--benchmark omniglot-runs needs a model of 1-channel (grayscale) images, but the "
+        f"model in {workdir} was trained on dataset={config.dataset!r} with {channels}-channel "
+        f"images; train on dataset=omniglot or tfds_omniglot")
+  runs_way = 20
+  if config.method != "protonet" and config.n_way != runs_way:
+    raise UserError(
+        f"--benchmark omniglot-runs is 20-way, but the model in {workdir} is {config.method} "
+        f"with a head of n_way={config.n_way} outputs; {config.method} can only be evaluated "
+        f"at the way it was trained. Train it with n_way=20, or use method=protonet (any way)")
+  if not Checkpoints.exist(workdir):
+    raise CheckpointError(f"no checkpoint in {workdir}: run `mmfsl train --workdir {workdir}` "
+                          f"first (or let it reach its first checkpoint)")
+  t0 = time.time()
+  if data_dir is None:
+    data_dir = (config.data_dir or None) if config.dataset == "omniglot" else None
+  image_size = dataset_image_size(config)
+  runs = omniglot.load_one_shot_runs(data_dir, image_size)
+  eval_config = config.copy_and_resolve_references()
+  eval_config.n_way = runs_way
+  model = build_model(eval_config, None, None)
+  learner = build_learner(eval_config, model, for_eval=True)
+  example = one_shot_runs_task(runs[0])
+  like = init_train_state(learner, build_optimizer(config), example, config.seed)
+  checkpoints = Checkpoints(workdir, create=False)
+  try:
+    state = checkpoints.restore_best(like)
+  finally:
+    checkpoints.close()
+  batched = make_batched_predict(learner)
+
+  def predict(train, test):
+    task = one_shot_runs_task({"train": train, "test": test})
+    batch = jax.tree_util.tree_map(lambda x: x[None], task)
+    return np.asarray(batched(state.params, batch))[0].argmax(-1)
+
+  scores = omniglot.one_shot_runs_accuracy(predict, runs)
+  result = {"benchmark": "omniglot-runs", "accuracy": scores["mean"],
+            "error_rate": 1.0 - scores["mean"], "per_run": scores["per_run"],
+            "settings": {"checkpoint_step": int(state.step), "runs": len(runs), "n_way": runs_way,
+                         "k_shot": 1, "method": config.method, "dataset": config.dataset,
+                         "image_size": image_size, "trained_n_way": config.n_way,
+                         "trained_k_shot": config.k_shot,
+                         "seconds": round(time.time() - t0, 2)}}
   if write:
     (workdir / "eval.json").write_text(json.dumps(result, indent=2))
   return result

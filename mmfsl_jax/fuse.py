@@ -59,28 +59,22 @@ def weighted(modalities: Sequence[str], weights: Sequence[float] | None = None) 
   return Component(init, apply)
 
 
-class _Concat(nn.Module):
-  @nn.compact
-  def __call__(self, stacked):
-    return nn.Dense(stacked.shape[-1] // self.num)(stacked)
-
-  num: int = 2
-
-
 def concat(modalities: Sequence[str]) -> Component:
-  """Dense layer over the concatenated modality vectors (zeros for an absent one)."""
+  """Dense layer [M*d -> d] over the concatenated modality vectors (zeros for an absent one)."""
   modalities = tuple(modalities)
-  module = _Concat(num=len(modalities))
 
   def stack(z):
     ref = z[_present(z, modalities)[0]]
     return jnp.concatenate([z.get(m, jnp.zeros_like(ref)) for m in modalities], axis=-1)
 
+  def dense(z):
+    return nn.Dense(z[_present(z, modalities)[0]].shape[-1])
+
   def init(key, z):
-    return module.init(key, stack(z))["params"]
+    return dense(z).init(key, stack(z))["params"]
 
   def apply(params, z, *, train=False, key=None):
-    return module.apply({"params": params}, stack(z))
+    return dense(z).apply({"params": params}, stack(z))
 
   return Component(init, apply)
 

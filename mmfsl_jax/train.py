@@ -3,15 +3,29 @@
 Writes into workdir: config.json (a rerun must match it), metrics.jsonl (one JSON object per
 log or validation event), checkpoints/ (latest, for resuming) and best/ (best validation
 accuracy, for eval). Running again with the same workdir resumes from the latest checkpoint
-and continues exactly: the sampler position and RNG keys are functions of the step, and log
-lines written after that checkpoint are dropped and written again. A train record averages
-the `steps` meta-steps since the previous one; a run resumed from a step that is not a
-multiple of log_every starts with a shorter window.
+and continues exactly: the sampler position and RNG keys are functions of the step, log
+lines written after that checkpoint are dropped and written again, and the train records of
+the unfinished log window are saved with the checkpoint, so a train record always averages
+the `steps` meta-steps since the previous one, whether or not the run was interrupted.
+
+Faults (see faults.py and checkpoint.py):
+- killed at any moment (SIGKILL, the OOM killer): the next run resumes from the
+  last complete checkpoint and ends with the same params and metrics as an uninterrupted run;
+  files the loop rewrites (config.json, metrics.jsonl on resume) are replaced atomically, and
+  a half-written last line of metrics.jsonl is dropped;
+- an unreadable or corrupt checkpoint: a warning names it and the previous one is used;
+- SIGTERM/SIGINT: the current step finishes, a checkpoint is saved and waited for, and
+  `TrainingStopped` (SystemExit with status 143 / 130) ends the process without a traceback;
+- a non-finite metric, gradient or updated parameter: NonFiniteLossError naming the step and
+  the parts (inner loss, outer loss, parameter groups), the last good checkpoint kept; with
+  `skip_nonfinite_steps=True` such updates are dropped and counted (`skipped_steps`);
+- too little disk space: DiskSpaceError before training starts, and when the disk fills up.
 """
 from __future__ import annotations
 
 import json
-import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,28 +34,52 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfsl_jax import config as config_lib
-from mmfsl_jax.checkpoint import Checkpoints
+from mmfsl_jax.checkpoint import Checkpoints, state_bytes
+from mmfsl_jax.data.augment import wrap_train_sampler
 from mmfsl_jax.data.pipeline import prefetch
 from mmfsl_jax.data.prepare import prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.evaluate import evaluate_episodes, make_batched_predict
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
+                              check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 
-
-class NonFiniteLossError(UserError):
-  """The loss or gradient became NaN/inf; the last good checkpoint is kept."""
-
+__all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
+           "effective_config", "check_workdir", "save_config", "make_samplers"]
 
 # Settings a resumed run may change: how long to train and how often to log, validate, save.
+# skip_nonfinite_steps too: a run stopped by a non-finite step is resumed with it set.
 RESUMABLE_CHANGES = ("num_steps", "log_every", "eval_every", "checkpoint_every", "val_episodes",
-                     "eval_episodes")
+                     "eval_episodes", "skip_nonfinite_steps")
+KEEP_CHECKPOINTS = 2
 
 
 def effective_config(config):
   config_lib.validate(config)
   return config_lib.shrink_for_smoke(config) if config.smoke else config
+
+
+def _write_atomically(path: Path, text: str) -> None:
+  """Replaces `path` by `text` in one step: a kill leaves the old or the new file, never half."""
+  tmp = path.with_name(f".{path.name}.tmp")
+  with tmp.open("w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+  """`saved` with the keys it lacks taken from `defaults` (recursively)."""
+  merged = dict(saved)
+  for key, value in defaults.items():
+    if key not in merged:
+      merged[key] = value
+    elif isinstance(value, dict) and isinstance(merged[key], dict):
+      merged[key] = _with_defaults(merged[key], value)
+  return merged
 
 
 def check_workdir(workdir: Path, config) -> None:
@@ -60,7 +98,13 @@ def check_workdir(workdir: Path, config) -> None:
   saved = workdir / "config.json"
   current = config_lib.config_to_dict(config)
   if saved.exists():
-    previous = json.loads(saved.read_text())
+    try:
+      previous = json.loads(saved.read_text())
+    except ValueError as error:
+      raise CheckpointError(f"{saved} is not valid JSON ({error}); restore it from a copy or "
+                            f"use a new workdir") from None
+    # A field added to the library since that run had its default value there.
+    previous = _with_defaults(previous, config_lib.config_to_dict(config_lib.base_config()))
     diffs = [d for d in config_lib.config_differences(previous, current)
              if d.split(":")[0] not in RESUMABLE_CHANGES]
     if diffs:
@@ -71,79 +115,130 @@ def check_workdir(workdir: Path, config) -> None:
 
 
 def save_config(workdir: Path, config) -> None:
-  (workdir / "config.json").write_text(json.dumps(config_lib.config_to_dict(config), indent=2))
+  _write_atomically(workdir / "config.json",
+                    json.dumps(config_lib.config_to_dict(config), indent=2))
 
 
 def make_samplers(config, splits):
   train = EpisodeSampler(splits["train"], n_way=config.n_way, k_shot=config.k_shot,
                          q_query=config.q_query, batch_size=config.meta_batch, seed=config.seed,
                          split_name="train")
+  train = wrap_train_sampler(train, config)  # augmentation where the dataset calls for it
   val = EpisodeSampler(splits["val"], n_way=config.n_way, k_shot=config.k_shot,
                        q_query=config.eval_q_query, seed=config.eval_seed + 1, split_name="val",
                        batch_size=min(config.eval_batch, config.val_episodes))
   return train, val
 
 
+def _parse(line: str) -> dict | None:
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 def _trim_metrics(path: Path, step: int) -> None:
-  """Drops log lines past `step` (written after the checkpoint a resumed run starts from)."""
+  """Drops log lines past `step` (written after the checkpoint a resumed run starts from) and
+  a line cut short by a kill."""
   if path.exists():
-    lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-    path.write_text("".join(l + "\n" for l in lines))
+    text = path.read_text()
+    lines = [l for l in text.splitlines() if (r := _parse(l)) is not None and r["step"] <= step]
+    kept = "".join(l + "\n" for l in lines)
+    if kept != text:
+      _write_atomically(path, kept)
 
 
-def _check_finite(step: int, metrics: dict) -> None:
-  bad = [k for k in ("loss", "objective", "grad_norm") if not math.isfinite(metrics[k])]
-  if bad:
-    raise NonFiniteLossError(
-        f"non-finite {', '.join(bad)} at step {step} ({metrics}); the last good checkpoint is "
-        f"kept. Lower learning_rate / inner_lr or check the data.")
+def _summarise(window: list[dict], skipping: bool) -> dict:
+  """Means of the window's metrics over its steps that were not skipped."""
+  kept = [m for m in window if not m.get("skipped")]
+  names = [k for k in window[0] if k != "skipped"]
+  means = {k: float(np.mean([m[k] for m in kept])) if kept else None for k in names}
+  return {**means, "skipped_steps": len(window) - len(kept)} if skipping else means
+
+
+def _short(metrics: dict) -> str:
+  return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def _disk_full(workdir: Path, checkpoints: Checkpoints, error: BaseException) -> DiskSpaceError:
+  last = checkpoints.latest_step()
+  kept = f"the last complete checkpoint (step {last}) is kept" if last is not None else (
+      "no checkpoint was saved yet")
+  return DiskSpaceError(f"the disk holding {workdir} is full ({error}); {kept}. Free some space "
+                        f"and run the same command to resume.")
 
 
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
-  """Meta-trains per `config` in `workdir`; returns the final log record."""
+  """Meta-trains per `config` in `workdir`; returns the final log record.
+
+  Raises NonFiniteLossError, DiskSpaceError, CheckpointError (user errors) and, after a
+  SIGTERM/SIGINT and a saved checkpoint, TrainingStopped.
+  """
   config = effective_config(config)
+  skipping = bool(config.get("skip_nonfinite_steps", False))
   workdir = Path(workdir)
   check_workdir(workdir, config)
   splits, text_info = prepare_splits(config)
   train_sampler, val_sampler = make_samplers(config, splits)
-  save_config(workdir, config)
   model = build_model(config, text_info, splits["train"])
   learner = build_learner(config, model)
   eval_learner = build_learner(config, model, for_eval=True)
   optimizer = build_optimizer(config)
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)
+  check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
+  save_config(workdir, config)
 
-  checkpoints = Checkpoints(workdir)
+  checkpoints = Checkpoints(workdir, keep=KEEP_CHECKPOINTS)
   metrics_path = workdir / "metrics.jsonl"
-  restored = checkpoints.restore_latest(state)
-  if restored is not None:
-    state = restored
+  window: list[dict] = []
+  try:
+    resumed = checkpoints.resume(state)
+  except BaseException:
+    checkpoints.close()
+    raise
+  if resumed is not None:
+    state, extra = resumed
+    window = list(extra.get("window", []))
     tqdm.write(f"resuming from step {int(state.step)} in {workdir}")
   _trim_metrics(metrics_path, int(state.step))
 
-  meta_step = make_meta_step(learner, optimizer)
+  meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping)
   predict = make_batched_predict(eval_learner)
   start = int(state.step)
-  window: list[dict] = []
   record: dict = {"step": start}
   bar = tqdm(total=config.num_steps, initial=start, disable=not progress, desc="meta-train")
   t0 = time.time()
+  stop = StopSignals()
+  stopped = False
   try:
-    with metrics_path.open("a") as log:
+    with stop, metrics_path.open("a") as log:
       for step, batch in prefetch(train_sampler.sample, start, config.num_steps):
-        state, metrics = meta_step(state, batch)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(step, metrics)
-        window.append(metrics)
+        if stop.signum is not None:
+          stopped = True
+          break
+        state, metrics, finite = meta_step(state, batch)
+        metrics, finite = jax.device_get((metrics, finite))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        bad = [k for k, ok in finite.items() if not ok]
+        if bad and not skipping:
+          last = checkpoints.latest_step()
+          raise NonFiniteLossError(
+              f"non-finite {describe_nonfinite(bad)} at step {step} ({_short(metrics)}); "
+              f"the last good checkpoint "
+              f"{f'(step {last}) ' if last is not None else ''}is kept. Lower learning_rate "
+              f"or inner_lr, set grad_clip, check the data, or set skip_nonfinite_steps=True "
+              f"to skip such steps.")
+        window.append({**metrics, "skipped": True} if bad else metrics)
         done = step + 1
         if done % config.log_every == 0 or done == config.num_steps:
           record = {"step": done, "split": "train", "steps": len(window),
-                    "time": round(time.time() - t0, 2),
-                    **{k: float(np.mean([m[k] for m in window])) for k in window[0]}}
+                    "time": round(time.time() - t0, 2), **_summarise(window, skipping)}
           log.write(json.dumps(record) + "\n")
           log.flush()
-          bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+          if record["loss"] is not None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
           window = []
         if done % config.eval_every == 0 or done == config.num_steps:
           summary = evaluate_episodes(predict, state.params, val_sampler, config.val_episodes)
@@ -154,10 +249,35 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
           bar.write(f"step {done}: val accuracy {summary['accuracy']['mean']:.4f} "
                     f"± {summary['accuracy']['ci95']:.4f}")
         if done % config.checkpoint_every == 0 or done == config.num_steps:
-          checkpoints.save_latest(state)
+          checkpoints.save_latest(state, {"window": window})
         bar.update(1)
+      if stopped:
+        at = int(state.step)
+        if at > start:
+          checkpoints.save_latest(state, {"window": window})
+        checkpoints.wait()
+        saved = (f"checkpoint saved in {workdir / 'checkpoints' / str(at)}"
+                 if checkpoints.latest_step() == at else "no step was run, nothing to save")
+        message = (f"stopped by {stop.name} at step {at}; {saved}. Run the same command to "
+                   f"resume.")
+        raise TrainingStopped(stop.signum, at, message)
+      checkpoints.wait()   # still inside StopSignals: a late signal cannot cut the last save
+  except TrainingStopped as stop_error:
+    bar.close()
+    print(f"mmfsl: {stop_error}", file=sys.stderr, flush=True)
+    raise
+  except Exception as error:
+    if is_disk_full(error):
+      raise _disk_full(workdir, checkpoints, error) from error
+    raise
   finally:
     bar.close()
-    checkpoints.wait()
-    checkpoints.close()
+    try:
+      checkpoints.wait()
+    except Exception as error:
+      if is_disk_full(error):
+        raise _disk_full(workdir, checkpoints, error) from error
+      raise
+    finally:
+      checkpoints.close()
   return record

@@ -182,3 +182,19 @@ def test_meta_step_is_deterministic_under_a_seed():
   for a, b in zip(results[0], results[1]):
     np.testing.assert_array_equal(a, b)
   assert any(not np.array_equal(a, b) for a, b in zip(results[0], results[2]))
+
+
+@pytest.mark.parametrize("fuser", ["weighted", "concat", "gated", "attention"])
+@pytest.mark.parametrize("method", ["protonet", "maml"])
+def test_every_fuser_trains_with_every_learner(fuser, method):
+  model = tiny_model(fuser=fuser)
+  learner = (protonet(model, n_way=N_WAY, fuse_level="class") if method == "protonet"
+             else maml(model, n_way=N_WAY, inner_steps=1, first_order=True))
+  task = first(tiny_tasks())
+  params = learner.init(jax.random.PRNGKey(0), task)
+  (loss, _), grads = jax.jit(jax.value_and_grad(learner.task_loss, has_aux=True))(
+      params, task, jax.random.PRNGKey(1))
+  assert np.isfinite(float(loss))
+  norms = {k: float(optax.tree.norm(g)) for k, g in (grads["model"] if method == "maml" else grads).items()}
+  assert all(np.isfinite(v) for v in norms.values())
+  assert norms["encoder"] > 0 and norms["align"] > 0 and norms["fuse"] > 0

@@ -184,3 +184,36 @@ def test_corrupt_image_names_zip_and_member(tmp_path):
     omniglot.load_omniglot_characters(data, cache_dir=tmp_path / "cache")
   assert "images_background_small2.zip" in str(info.value)
   assert "Tagalog/character01/0002_01.png" in str(info.value)
+
+
+def test_ink_image_inverts_averages_channels_and_resizes():
+  paper = np.ones((105, 105), np.float32)
+  paper[:, :42] = 0.0  # ink on the left 40%
+  ink = omniglot.ink_image(paper, SIZE)
+  assert ink.shape == (SIZE, SIZE, 1) and ink.dtype == np.float32
+  assert ink[:, :10].min() == 1.0 and ink[:, -10:].max() == 0.0
+  assert ink.mean() == pytest.approx(0.4, abs=0.01)  # the BOX filter keeps the ink's area
+  np.testing.assert_allclose(omniglot.ink_image(np.stack([paper] * 3, -1), SIZE), ink)
+
+
+def test_check_omniglot_files_reports_each_file(tmp_path, monkeypatch):
+  (tmp_path / "images_background_small2.zip").write_bytes(b"not a zip")
+  with zipfile.ZipFile(tmp_path / "one_shot_runs.zip", "w") as zf:
+    zf.writestr("run01/class_labels.txt", "")
+  directory, status = omniglot.check_omniglot_files(tmp_path)
+  assert directory == tmp_path
+  assert status["images_background_small1.zip"] == "missing"
+  assert status["images_background_small2.zip"] == "not a readable zip file"
+  assert status["one_shot_runs.zip"].startswith("ok (")
+  monkeypatch.setenv(omniglot.OMNIGLOT_ENV, str(tmp_path))
+  assert omniglot.check_omniglot_files("")[0] == tmp_path  # "" = not given: the env var
+  monkeypatch.delenv(omniglot.OMNIGLOT_ENV)
+  with pytest.raises(FileNotFoundError, match=f"{omniglot.OMNIGLOT_ENV}.*one_shot_runs.zip"):
+    omniglot.check_omniglot_files(None)
+
+
+@needs_data
+def test_check_omniglot_files_on_the_real_directory():
+  _, status = omniglot.check_omniglot_files(DATA_DIR)
+  assert list(status) == list(omniglot.OMNIGLOT_FILES)
+  assert all(s.startswith("ok (") for s in status.values())

@@ -1,13 +1,24 @@
-"""Training loop: exact resume, determinism under a seed, NaN detection."""
+"""Training loop: exact resume, determinism under a seed, non-finite steps.
+
+Signals, kills, corrupt checkpoints and disk space are in test_faults.py.
+"""
+from __future__ import annotations
+
 import json
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mmfsl_jax import config as config_lib
+from mmfsl_jax import train as train_module
 from mmfsl_jax.checkpoint import Checkpoints
+from mmfsl_jax.faults import describe_nonfinite
+from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.step import init_train_state, make_meta_step, param_groups
 from mmfsl_jax.train import NonFiniteLossError, train_and_evaluate
 
 
@@ -50,16 +61,34 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
 
 def test_extending_a_finished_run_continues_it(tmp_path):
   train_and_evaluate(tiny(num_steps=3), tmp_path, progress=False)
+  # as if written by an older version without the eval_seed field (it had the default)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["eval_seed"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
   record = train_and_evaluate(tiny(num_steps=5), tmp_path, progress=False)
   assert record["step"] == 5
   steps = [r["step"] for r in train_records(tmp_path)]
   assert steps == sorted(set(steps)) and steps[-1] == 5
 
 
-def test_different_seed_gives_different_run(tmp_path):
-  a = train_and_evaluate(tiny(num_steps=2), tmp_path / "a", progress=False)
-  b = train_and_evaluate(tiny(num_steps=2, seed=1), tmp_path / "b", progress=False)
-  assert a["loss"] != b["loss"]
+def _records(workdir):
+  return [{k: v for k, v in json.loads(l).items() if k != "time"}
+          for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_different_ones(tmp_path):
+  overrides = dict(num_steps=4, log_every=1, eval_every=2, checkpoint_every=4)
+  for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    train_and_evaluate(tiny(seed=seed, **overrides), tmp_path / name, progress=False)
+  a, b, c = (_records(tmp_path / n) for n in "abc")
+  assert a == b
+  train = lambda records: [r for r in records if r["split"] == "train"]
+  assert len(train(a)) == 4
+  assert all(ra["loss"] != rc["loss"] for ra, rc in zip(train(a), train(c)))
+  (_, pa), (_, pb), (_, pc) = (final_params(tmp_path / n) for n in "abc")
+  for x, y in zip(pa, pb):
+    np.testing.assert_array_equal(x, y)
+  assert any(not np.array_equal(x, y) for x, y in zip(pa, pc))
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_path):
@@ -68,3 +97,121 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_p
     train_and_evaluate(config, tmp_path, progress=False)
   step, params = final_params(tmp_path)
   assert all(np.isfinite(p).all() for p in params)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite steps: which part, and skipping
+
+
+def _poison_images(monkeypatch, indices):
+  """Makes the train sampler put a NaN in the support images of the batches at `indices`."""
+  make = train_module.make_samplers
+
+  def make_poisoned(config, splits):
+    train, val = make(config, splits)
+    sample = train.sample
+
+    def poisoned(index):
+      batch = sample(index)
+      if index in indices:
+        image = np.array(batch["support"]["image"], dtype=np.float32)
+        image[0, 0] = np.nan
+        batch = {**batch, "support": {**batch["support"], "image": image}}
+      return batch
+
+    train.sample = poisoned
+    return train, val
+
+  monkeypatch.setattr(train_module, "make_samplers", make_poisoned)
+
+
+def test_nan_in_the_data_names_the_step_and_the_parts(tmp_path, monkeypatch):
+  _poison_images(monkeypatch, {3})
+  with pytest.raises(NonFiniteLossError) as error:
+    train_and_evaluate(tiny(checkpoint_every=1), tmp_path, progress=False)
+  message = str(error.value)
+  assert "at step 3" in message
+  assert "outer loss (loss, objective" in message
+  groups = message.split("gradients of parameter groups ")[1].split(";")[0].split(", ")
+  assert "encoder/image" in groups and "align" in groups
+  assert "last good checkpoint (step 3)" in message and "skip_nonfinite_steps=True" in message
+  step, params = final_params(tmp_path)
+  assert step == 3 and all(np.isfinite(p).all() for p in params)
+  assert max(r["step"] for r in train_records(tmp_path)) <= 3
+
+
+def test_skip_nonfinite_steps_skips_and_counts_them(tmp_path, monkeypatch):
+  _poison_images(monkeypatch, {2, 3})
+  config = tiny(log_every=2, checkpoint_every=3)
+  config.skip_nonfinite_steps = True     # a config field; set directly until config.py has it
+  record = train_and_evaluate(config, tmp_path, progress=False)
+  assert record["step"] == 6
+  by_step = {r["step"]: r for r in train_records(tmp_path)}
+  assert {s: r["skipped_steps"] for s, r in by_step.items()} == {2: 0, 4: 2, 6: 0}
+  assert by_step[4]["loss"] is None and by_step[4]["steps"] == 2
+  assert np.isfinite(by_step[6]["loss"])
+  step, params = final_params(tmp_path)
+  assert step == 6 and all(np.isfinite(p).all() for p in params)
+
+
+def _toy_learner():
+  """Loss is finite; with task["poison"] set, the gradient of "align" (only) is NaN."""
+
+  def init(key, task):
+    del key, task
+    return {"encoder": {"image": jnp.ones(3), "text": jnp.ones(3)}, "align": jnp.ones(2),
+            "head": jnp.ones(2)}
+
+  def task_loss(params, task, key):
+    del key
+    sign = jnp.where(task["poison"] > 0, -1.0, 1.0)
+    never = task["x"].sum() > 1e9    # the classic where-NaN: the value is 0, the gradient NaN
+    hidden = jnp.where(never, jnp.sqrt(params["align"] * sign), 0.0).sum()
+    loss = ((params["encoder"]["image"] * task["x"]).sum() + params["encoder"]["text"].sum()
+            + params["head"].sum() + hidden)
+    return loss, {"loss": loss}
+
+  return MetaLearner(init, task_loss, lambda p, t, k: None)
+
+
+def _toy_batch(poison):
+  return {"x": jnp.ones((2, 3)), "poison": jnp.array([0.0, float(poison)])}
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_meta_step_reports_finiteness_per_parameter_group(skip):
+  learner, optimizer = _toy_learner(), optax.adam(0.1)
+  task = jax.tree_util.tree_map(lambda x: x[0], _toy_batch(False))
+  step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skip)
+  state = init_train_state(learner, optimizer, task, seed=0)
+  state, _, finite = step(state, _toy_batch(False))
+  assert all(bool(v) for v in finite.values())
+  before = jax.device_get((state.params, state.opt_state))
+  state, metrics, finite = step(state, _toy_batch(True))
+  bad = sorted(k for k, v in finite.items() if not v)
+  assert np.isfinite(float(metrics["loss"]))
+  assert bad == ["grads/align", "metrics/grad_norm", "params/align"]  # the proposed update
+  assert int(state.step) == 2
+  after = jax.device_get((state.params, state.opt_state))
+  if skip:   # the update is dropped: params and optimizer state as before
+    for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+      np.testing.assert_array_equal(x, y)
+  else:
+    assert not np.isfinite(after[0]["align"]).all()
+    np.testing.assert_array_equal(np.isfinite(after[0]["head"]), True)
+
+
+def test_describe_nonfinite_names_inner_and_outer_losses_and_groups():
+  text = describe_nonfinite(["metrics/inner_loss", "metrics/loss", "metrics/grad_norm",
+                             "grads/model/encoder/image", "grads/head", "params/head"])
+  assert text == ("inner loss (inner_loss); outer loss (loss); gradients of parameter groups "
+                  "model/encoder/image, head; parameters of group head after the update")
+  assert describe_nonfinite(["metrics/grad_norm"]) == "gradient norm"
+
+
+def test_param_groups_open_model_and_encoder():
+  params = {"model": {"encoder": {"image": {"w": 1}, "text": {"w": 2}}, "align": {"w": 3},
+                      "fuse": {}}, "head": {"kernel": 4}}
+  assert list(param_groups(params)) == ["model/encoder/image", "model/encoder/text",
+                                        "model/align", "model/fuse", "head"]
+  assert list(param_groups({"encoder": {"image": 1}, "align": 2})) == ["encoder/image", "align"]

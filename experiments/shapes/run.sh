@@ -12,7 +12,7 @@ MMFSL="${MMFSL:-mmfsl}"
 COMMON=(num_steps=600 eval_every=200 checkpoint_every=200 val_episodes=200)
 PROTONET=(method=protonet)
 # MAML (second order, 1 inner step of lr 0.4, zero-initialised head) costs ~5x a ProtoNet step
-# on the CPU, so it trains with 2 tasks per meta-batch over the same 600 steps.
+# on the CPU, so it trains with 2 tasks per meta-batch: 600 steps at 1-shot, 300 at 5-shot.
 MAML=(method=maml inner_steps=1 inner_lr=0.4 meta_batch=2)
 
 declare -A MODALITY=(
@@ -41,6 +41,7 @@ for shot in 1 5; do
   for method in protonet maml; do
     for variant in image text weighted gated; do
       if [[ $method == protonet ]]; then extra=("${PROTONET[@]}"); else extra=("${MAML[@]}"); fi
+      if [[ $method == maml && $shot == 5 ]]; then extra+=(num_steps=300 eval_every=100 checkpoint_every=100); fi
       # shellcheck disable=SC2206
       run "${method}_${variant}_${shot}shot" "${COMMON[@]}" "${extra[@]}" k_shot=$shot ${MODALITY[$variant]}
     done

@@ -20,6 +20,10 @@ Default split (by character, held out by alphabet, so no alphabet is in two spli
     test   Korean, Tagalog: 57 classes
 Every class has 20 examples.
 
+`ink_image` is the preprocessing shared with the TFDS omniglot loader
+(mmfsl_jax/data/tfds_datasets.py); `check_omniglot_files` reports which files a directory
+holds (`mmfsl data prepare omniglot`).
+
 Decoded arrays are cached as .npz under `cache_dir` (default $XDG_CACHE_HOME/mmfsl_jax or
 ~/.cache/mmfsl_jax), never in the data directory, which may be read-only. The cache is keyed
 by the zips' names, sizes and mtimes and by image_size; an unreadable cache is rebuilt.
@@ -59,10 +63,13 @@ PathLike = str | os.PathLike
 
 def resolve_omniglot_dir(path: PathLike | None = None, *,
                          required: Sequence[str] = OMNIGLOT_FILES) -> pathlib.Path:
-  """The Omniglot directory: `path`, else $MMFSL_OMNIGLOT_DIR; it must hold `required` files."""
-  if path is None:
+  """The Omniglot directory: `path`, else $MMFSL_OMNIGLOT_DIR; it must hold `required` files.
+
+  An empty `path` ("", the config's default data_dir) counts as not given.
+  """
+  if path is None or str(path) == "":
     path = os.environ.get(OMNIGLOT_ENV) or None
-  expected = ", ".join(required)
+  expected = ", ".join(required or OMNIGLOT_FILES)
   if path is None:
     raise FileNotFoundError(
         f"no Omniglot directory given: pass a path or set the environment variable "
@@ -80,6 +87,28 @@ def resolve_omniglot_dir(path: PathLike | None = None, *,
   return directory
 
 
+OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
+
+
+def check_omniglot_files(path: PathLike | None = None) -> tuple[pathlib.Path, dict[str, str]]:
+  """What `mmfsl data prepare omniglot` reports: (directory, {file name: status}).
+
+  Status is "ok (N bytes)", "missing" or "not a readable zip file". Raises FileNotFoundError
+  when no directory is given (neither `path` nor $MMFSL_OMNIGLOT_DIR) or it does not exist.
+  """
+  directory = resolve_omniglot_dir(path, required=())
+  status = {}
+  for name in OMNIGLOT_FILES:
+    file = directory / name
+    if not file.is_file():
+      status[name] = "missing"
+    elif not zipfile.is_zipfile(file):
+      status[name] = "not a readable zip file"
+    else:
+      status[name] = f"ok ({file.stat().st_size} bytes)"
+  return directory, status
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoding
 
@@ -91,6 +120,22 @@ def _open_zip(zip_path: pathlib.Path) -> zipfile.ZipFile:
     raise UserError(f"cannot read zip file {str(zip_path)!r}: {error}") from error
 
 
+def ink_image(paper: np.ndarray, image_size: int) -> np.ndarray:
+  """Paper-white image [H, W] (or [H, W, C]) in [0, 1] -> float32 [s, s, 1], ink 1.0, paper 0.0.
+
+  Channels are averaged; resizing uses Pillow's BOX (area) filter on the float image, so
+  values stay in [0, 1]. The zip loader and the TFDS omniglot loader both use it, so a model
+  trained on either sees the same pixels (and the one-shot runs, decoded the same way).
+  """
+  paper = np.asarray(paper, dtype=np.float32)
+  if paper.ndim == 3:
+    paper = paper.mean(axis=-1)
+  ink = Image.fromarray(1.0 - paper)  # mode "F"
+  if ink.size != (image_size, image_size):
+    ink = ink.resize((image_size, image_size), Image.Resampling.BOX)
+  return np.clip(np.asarray(ink, dtype=np.float32), 0.0, 1.0)[..., None]
+
+
 def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
   """One PNG member -> float32 [image_size, image_size, 1], ink 1.0, paper 0.0."""
   try:
@@ -99,10 +144,7 @@ def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
   except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
     raise UserError(
         f"cannot decode {member!r} in zip file {str(zf.filename)!r}: {error}") from error
-  ink = Image.fromarray(1.0 - paper)  # mode "F"
-  if ink.size != (image_size, image_size):
-    ink = ink.resize((image_size, image_size), Image.Resampling.BOX)
-  return np.clip(np.asarray(ink, dtype=np.float32), 0.0, 1.0)[..., None]
+  return ink_image(paper, image_size)
 
 
 def _check_image_size(image_size: int) -> int:

@@ -1,5 +1,11 @@
 """From a config to ready-to-sample splits: build the dataset, turn raw text into arrays.
 
+Datasets (`config.dataset`): "shapes" (generated), "omniglot" (the zip files, in
+`config.data_dir` or $MMFSL_OMNIGLOT_DIR), and the TFDS-backed "tfds_omniglot", "cifar_fs",
+"fc100", "cub", "flowers102" (prepared TFDS data in `config.data_dir`, else TFDS's default
+directory; see data/tfds_datasets.py). `config.image_size` 0 means the dataset's own size.
+Omniglot is image only: asking it for 'text' is an error before anything is loaded.
+
 Raw text (object arrays of strings) becomes, by `config.text_encoder`:
 - "bow" / "gru": word ids [n, L] from a vocabulary of the meta-train split;
 - "pretrained", frozen: cached features [n, D] of the pretrained model (computed once per
@@ -31,13 +37,86 @@ class TextInfo:
   pretrained: Any = None         # a PretrainedText when text_encoder == "pretrained"
 
 
+# dataset -> (modalities it has, image channels, default image size)
+DATASET_INFO = {
+    "shapes": (("image", "text"), 3, 32),
+    "omniglot": (("image",), 1, 28),
+    "tfds_omniglot": (("image",), 1, 28),
+    "cifar_fs": (("image",), 3, 32),
+    "fc100": (("image",), 3, 32),
+    "cub": (("image",), 3, 84),
+    "flowers102": (("image",), 3, 84),
+}
+# Datasets whose only text is their class names (class-level text, never per example).
+_NAME_TEXT = ("cifar_fs", "fc100", "cub", "flowers102")
+
+
+def _dataset_info(name: str):
+  if name not in DATASET_INFO:
+    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_INFO)}")
+  return DATASET_INFO[name]
+
+
+def dataset_modalities(name: str) -> tuple[str, ...]:
+  return _dataset_info(name)[0]
+
+
+def dataset_channels(name: str) -> int:
+  return _dataset_info(name)[1]
+
+
+def dataset_image_size(config) -> int:
+  """The image size a config's data has: config.image_size, or the dataset's default."""
+  if config.image_size:
+    return int(config.image_size)
+  if config.dataset == "shapes":
+    return int(config.shapes.image_size)
+  return _dataset_info(config.dataset)[2]
+
+
+def check_dataset_modalities(config) -> None:
+  """UserError when the config asks for a modality its dataset does not have."""
+  has = dataset_modalities(config.dataset)
+  missing = [m for m in config.modalities if m not in has]
+  if "text" in missing and config.dataset in _NAME_TEXT:
+    raise UserError(
+        f"dataset {config.dataset!r} has text per class (its class names), not per example: "
+        f"encoding a query's text would give its label away. Use modalities=\"('image',)\"; "
+        f"class names are kept as class-level text (ClassDataset.class_texts) for "
+        f"prototype-level (AM3-style) fusion")
+  if missing:
+    with_text = [n for n, (mods, _, _) in DATASET_INFO.items() if "text" in mods]
+    raise UserError(
+        f"dataset {config.dataset!r} has only the modalities {has}, but modalities="
+        f"{tuple(config.modalities)} asks for {missing}. Set modalities=\"{has}\""
+        + (" (as the omniglot_protonet config does)" if "omniglot" in config.dataset else "")
+        + f", or choose a dataset with text: {', '.join(with_text)}")
+
+
 def build_splits(config) -> dict[str, ClassDataset]:
+  check_dataset_modalities(config)
+  data_dir = str(config.data_dir) if config.data_dir else None
   if config.dataset == "shapes":
     fields = {f.name for f in dataclasses.fields(ShapesConfig)}
     values = {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
               for k, v in config.shapes.items() if k in fields}
+    if config.image_size:
+      values["image_size"] = int(config.image_size)
     return shapes_splits(ShapesConfig(**values))
-  raise UserError(f"unknown dataset {config.dataset!r}")
+  image_size = dataset_image_size(config)
+  if config.dataset == "omniglot":
+    from mmfsl_jax.data.omniglot import omniglot_splits
+    return omniglot_splits(data_dir, val_alphabets=tuple(config.omniglot.val_alphabets),
+                           test_alphabets=tuple(config.omniglot.test_alphabets),
+                           rotations=bool(config.omniglot.rotations), image_size=image_size)
+  from mmfsl_jax.data.tfds_datasets import tfds_splits
+  if config.dataset == "tfds_omniglot":
+    return tfds_splits("tfds_omniglot", data_dir=data_dir, image_size=image_size,
+                       tfds_splits=config.omniglot.tfds_splits,
+                       val_alphabets=tuple(config.omniglot.val_alphabets),
+                       test_alphabets=tuple(config.omniglot.test_alphabets),
+                       rotations=bool(config.omniglot.rotations))
+  return tfds_splits(config.dataset, data_dir=data_dir, image_size=image_size)
 
 
 def _map_text(splits, fn):

@@ -70,31 +70,38 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
     return cross_entropy(logits, support["label"])
 
   def adapt(params, support, key):
-    """Parameters after `inner_steps` SGD steps on the support loss."""
+    """Parameters after `inner_steps` SGD steps on the support loss, and that loss's mean."""
     adapt_mask = path_mask(params, inner_params)
     keys = jax.random.split(key, inner_steps) if key is not None else None
 
     def step(fast, step_key):
-      grads = jax.grad(support_loss)(fast, support, step_key)
+      loss, grads = jax.value_and_grad(support_loss)(fast, support, step_key)
       if first_order:
         grads = jax.lax.stop_gradient(grads)
-      return jax.tree_util.tree_map(lambda p, g, m: p - inner_lr * g if m else p,
+      fast = jax.tree_util.tree_map(lambda p, g, m: p - inner_lr * g if m else p,
                                     fast, grads, adapt_mask)
+      return fast, loss
 
     if inner_loop == "scan":
-      fast, _ = jax.lax.scan(lambda f, k: (step(f, k), None), params,
-                             keys if keys is not None else None, length=inner_steps)
-      return fast
-    return jax.lax.fori_loop(
-        0, inner_steps, lambda i, f: step(f, None if keys is None else keys[i]), params)
+      fast, losses = jax.lax.scan(step, params, keys, length=inner_steps)
+      return fast, losses.mean()
+
+    def fori_body(i, carry):
+      fast, total = carry
+      fast, loss = step(fast, None if keys is None else keys[i])
+      return fast, total + loss
+
+    fast, total = jax.lax.fori_loop(0, inner_steps, fori_body, (params, jnp.zeros(())))
+    return fast, total / inner_steps
 
   def task_loss(params, task, key=None):
     k_inner, k_outer = jax.random.split(key) if key is not None else (None, None)
-    fast = adapt(params, task["support"], k_inner)
+    fast, inner_loss = adapt(params, task["support"], k_inner)
     query = task["query"]
     logits, aligned = logits_and_aligned(fast, inputs_of(query), True, k_outer)
     loss = cross_entropy(logits, query["label"])
-    metrics = {"loss": loss, "accuracy": accuracy(logits, query["label"])}
+    metrics = {"loss": loss, "accuracy": accuracy(logits, query["label"]),
+               "inner_loss": inner_loss}
     if align_weight:
       align = alignment_loss(aligned, align_temperature)
       metrics["align_loss"] = align
@@ -102,7 +109,7 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
     return loss, metrics
 
   def predict(params, task, key=None):
-    fast = adapt(params, task["support"], key)
+    fast, _ = adapt(params, task["support"], key)
     return logits_and_aligned(fast, inputs_of(task["query"]), False, None)[0]
 
   return MetaLearner(init, task_loss, predict)

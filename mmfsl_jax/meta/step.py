@@ -7,16 +7,23 @@ times a run was restarted.
 
 The task axis B is the leading axis of every batch array; `batch_loss` vmaps over it, which
 is the axis to shard across devices.
+
+With `check_finite=True` the step also reports, as booleans computed inside the jitted
+program, whether each metric, the gradient of each parameter group and each group after the
+update are finite; `skip_nonfinite=True` drops an update where any of them is not.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from mmfsl_jax.meta.base import MetaLearner
+
+# Subtrees that hold named components rather than one component's parameters.
+GROUP_CONTAINERS = ("model", "encoder")
 
 
 class TrainState(NamedTuple):
@@ -42,8 +49,54 @@ def batch_loss(learner: MetaLearner, params, batch: dict, key: jax.Array):
   return losses.mean(), jax.tree_util.tree_map(jnp.mean, metrics)
 
 
-def make_meta_step(learner: MetaLearner, optimizer: optax.GradientTransformation):
-  """A jitted `(state, batch) -> (state, metrics)`; `state` is donated."""
+def param_groups(params) -> dict[str, Any]:
+  """The parameter groups of a params pytree, by '/'-joined path.
+
+  A group is a top-level subtree, except that "model" and "encoder" (dicts of components)
+  are opened: protonet params give encoder/image, encoder/text, align, fuse; MAML's give
+  model/encoder/image, ..., model/fuse, head.
+  """
+  groups: dict[str, Any] = {}
+
+  def visit(node, prefix):
+    for name, child in node.items():
+      if name in GROUP_CONTAINERS and isinstance(child, Mapping) and child:
+        visit(child, f"{prefix}{name}/")
+      else:
+        groups[f"{prefix}{name}"] = child
+
+  if isinstance(params, Mapping) and params:
+    visit(params, "")
+  else:
+    groups["params"] = params
+  return groups
+
+
+def all_finite(tree) -> jax.Array:
+  """One boolean scalar: every float entry of `tree` is finite."""
+  checks = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(checks).all() if checks else jnp.array(True)
+
+
+def finite_report(metrics: dict, grads, params) -> dict[str, jax.Array]:
+  """{"metrics/<name>", "grads/<group>", "params/<group>": bool scalar}."""
+  report = {f"metrics/{k}": jnp.isfinite(v).all() for k, v in metrics.items()}
+  report.update({f"grads/{k}": all_finite(v) for k, v in param_groups(grads).items()})
+  report.update({f"params/{k}": all_finite(v) for k, v in param_groups(params).items()})
+  return report
+
+
+def make_meta_step(learner: MetaLearner, optimizer: optax.GradientTransformation, *,
+                   check_finite: bool = False, skip_nonfinite: bool = False):
+  """A jitted `(state, batch) -> (state, metrics)`; `state` is donated.
+
+  With `check_finite=True` (implied by `skip_nonfinite`) it returns
+  `(state, metrics, finite)`, `finite` as in `finite_report` (the params are those after the
+  update). With `skip_nonfinite=True` a step where any of them is False keeps params and
+  optimizer state as they were; the step still advances, so the sampler moves on.
+  """
+  check_finite = check_finite or skip_nonfinite
 
   def meta_step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.key, state.step)
@@ -52,6 +105,14 @@ def make_meta_step(learner: MetaLearner, optimizer: optax.GradientTransformation
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, objective=loss, grad_norm=optax.tree.norm(grads))
-    return TrainState(state.step + 1, params, opt_state, state.key), metrics
+    if not check_finite:
+      return TrainState(state.step + 1, params, opt_state, state.key), metrics
+    finite = finite_report(metrics, grads, params)
+    if skip_nonfinite:
+      ok = jnp.stack(list(finite.values())).all()
+      keep = lambda new, old: jnp.where(ok, new, old)
+      params = jax.tree_util.tree_map(keep, params, state.params)
+      opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+    return TrainState(state.step + 1, params, opt_state, state.key), metrics, finite
 
   return jax.jit(meta_step, donate_argnums=0)

@@ -1,0 +1,171 @@
+"""Omniglot through the command line: one smoke-sized training run of the omniglot_protonet
+config on the real files, then `mmfsl eval` on it, episodic and `--benchmark omniglot-runs`
+(skipped when the data directory is not found), and the runs evaluator's refusals."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from mmfsl_jax import config as config_lib
+from mmfsl_jax.cli import main
+from mmfsl_jax.data import omniglot
+from mmfsl_jax.evaluate import evaluate_omniglot_runs
+
+
+def _data_dir() -> pathlib.Path | None:
+  env = os.environ.get(omniglot.OMNIGLOT_ENV)
+  path = pathlib.Path(env) if env else (
+      pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
+  if all((path / name).is_file() for name in omniglot.OMNIGLOT_FILES):
+    return path
+  return None
+
+
+DATA_DIR = _data_dir()
+needs_data = pytest.mark.skipif(
+    DATA_DIR is None, reason=f"Omniglot zips not found: set {omniglot.OMNIGLOT_ENV} or place "
+                             f"them in ../shared/data/omniglot next to the repository")
+# A run of seconds: 2 meta-steps of a Conv4 with 8 channels, 4 validation episodes.
+SMOKE = ("smoke=True", "num_steps=2", "conv_channels=8", "embed_dim=16")
+
+
+def _run(argv):
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = main(argv)
+  return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+  monkeypatch.delenv("MMFSL_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory):
+  """Decoded-Omniglot caches in a temporary XDG_CACHE_HOME, for the whole module."""
+  previous = os.environ.get("XDG_CACHE_HOME")
+  os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+  yield
+  if previous is None:
+    os.environ.pop("XDG_CACHE_HOME", None)
+  else:
+    os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_home, compilation_cache):
+  workdir = tmp_path_factory.mktemp("omniglot_cli") / "run"
+  code, out, err = _run(["train", "--config", "omniglot_protonet", "--workdir", str(workdir),
+                         "--no-progress", f"data_dir={DATA_DIR}", *SMOKE])
+  assert code == 0, err
+  return workdir
+
+
+@needs_data
+def test_train_smoke_run(trained):
+  saved = json.loads((trained / "config.json").read_text())
+  assert saved["dataset"] == "omniglot" and saved["modalities"] == ["image"]
+  assert saved["image_size"] == 28 and saved["num_steps"] == 2
+  records = [json.loads(l) for l in (trained / "metrics.jsonl").read_text().splitlines() if l]
+  assert [r["step"] for r in records if r["split"] == "val"] == [2]
+  assert (trained / "best").is_dir()
+
+
+@needs_data
+def test_eval_omniglot_runs_writes_per_run_accuracy(trained):
+  code, out, err = _run(["eval", "--workdir", str(trained), "--benchmark", "omniglot-runs"])
+  assert code == 0, err
+  result = json.loads((trained / "eval.json").read_text())
+  assert result["benchmark"] == "omniglot-runs"
+  assert list(result["per_run"]) == [f"run{r:02d}" for r in range(1, 21)]
+  accuracies = list(result["per_run"].values())
+  assert all(a in {i / 20 for i in range(21)} for a in accuracies)  # 20 items per run
+  assert result["accuracy"] == pytest.approx(np.mean(accuracies))
+  assert result["error_rate"] == pytest.approx(1 - result["accuracy"])
+  assert result["settings"]["n_way"] == 20 and result["settings"]["trained_n_way"] == 5
+  assert "run20:" in out and "wrote" in out
+
+
+@needs_data
+def test_runs_evaluator_gets_known_answers_right(trained, monkeypatch):
+  # Runs whose test drawings are the training drawings in a known order: a ProtoNet finds
+  # each one's own prototype at distance 0, whatever its weights.
+  real = omniglot.load_one_shot_runs(DATA_DIR, 28)
+  order = np.random.default_rng(0).permutation(20)
+
+  def fake(answers):
+    return lambda *args, **kwargs: [
+        {"name": run["name"], "train": run["train"], "test": run["train"][order],
+         "answers": answers} for run in real[:3]]
+
+  monkeypatch.setattr(omniglot, "load_one_shot_runs", fake(order))
+  result = evaluate_omniglot_runs(trained, write=False)
+  assert result["per_run"] == {"run01": 1.0, "run02": 1.0, "run03": 1.0}
+  monkeypatch.setattr(omniglot, "load_one_shot_runs", fake((order + 1) % 20))
+  assert evaluate_omniglot_runs(trained, write=False)["accuracy"] == 0.0
+
+
+@needs_data
+def test_eval_episodic_on_omniglot(trained):
+  code, out, err = _run(["eval", "--workdir", str(trained), "--episodes", "4"])
+  assert code == 0, err
+  result = json.loads((trained / "eval.json").read_text())
+  assert result["accuracy"]["n"] == 4 and result["settings"]["dataset"] == "omniglot"
+
+
+@needs_data
+def test_runs_with_a_directory_lacking_the_zip(trained, tmp_path):
+  code, _, err = _run(["eval", "--workdir", str(trained), "--benchmark", "omniglot-runs",
+                       "--data-dir", str(tmp_path)])
+  assert code == 2 and "one_shot_runs.zip" in err and str(tmp_path) in err
+
+
+def _workdir_with(tmp_path, config_name, *overrides):
+  config = config_lib.apply_overrides(config_lib.load_config(config_name), list(overrides))
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps(config_lib.config_to_dict(config)))
+  return workdir
+
+
+@pytest.mark.parametrize("config_name, overrides, expected", [
+    ("omniglot_maml", (), r"maml.*n_way=5.*n_way=20"),
+    ("omniglot_protonet", ("modalities=('image', 'text')",), r"image-only.*'text'"),
+    ("tiny", ("modalities=('image',)",), r"1-channel.*'shapes'.*3-channel"),
+])
+def test_runs_refuse_models_they_cannot_evaluate(tmp_path, config_name, overrides, expected):
+  workdir = _workdir_with(tmp_path, config_name, *overrides)
+  code, _, err = _run(["eval", "--workdir", str(workdir), "--benchmark", "omniglot-runs"])
+  assert code == 2
+  assert len(err.strip().splitlines()) == 1
+  assert re.search(expected, err), err
+
+
+def test_runs_maml_at_20_way_passes_the_checks(tmp_path):
+  workdir = _workdir_with(tmp_path, "omniglot_maml", "n_way=20")
+  code, _, err = _run(["eval", "--workdir", str(workdir), "--benchmark", "omniglot-runs"])
+  assert code == 2 and "no checkpoint" in err  # refused only for lack of a checkpoint
+
+
+def test_runs_reject_episode_options(tmp_path):
+  workdir = _workdir_with(tmp_path, "omniglot_protonet")
+  code, _, err = _run(["eval", "--workdir", str(workdir), "--benchmark", "omniglot-runs",
+                       "--episodes", "10"])
+  assert code == 2 and "--episodes" in err
+
+
+@pytest.mark.parametrize("name", ["omniglot_protonet", "omniglot_maml"])
+def test_omniglot_configs_validate(name):
+  config = config_lib.load_config(name)
+  config_lib.validate(config)
+  assert config.modalities == ("image",) and config.dataset == "omniglot"
+  back = config_lib.config_from_dict(config_lib.config_to_dict(config))
+  assert back.to_dict() == config.to_dict()
