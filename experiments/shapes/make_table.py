@@ -14,6 +14,19 @@ def cell(result, key="accuracy"):
   return f"{100 * result[key]['mean']:.2f} ± {100 * result[key]['ci95']:.2f}"
 
 
+def default_row():
+  run = RUNS / "default"
+  if not (run / "eval.json").exists() or not (run / "wall_time.json").exists():
+    return
+  result = json.loads((run / "eval.json").read_text())
+  config = json.loads((run / "config.json").read_text())
+  wall = json.loads((run / "wall_time.json").read_text())
+  print(f"| ProtoNet (`mmfsl train`, default config) | fused: {config['fuser']} | "
+        f"{config['k_shot']} | {cell(result)} | {cell(result, 'macro_f1')} | "
+        f"{result['settings']['episodes']} | {config['num_steps']} | "
+        f"{wall['train_seconds'] / 60:.1f} min | {wall['eval_seconds']:.0f} s |")
+
+
 def main():
   print("| method | modalities | shots | accuracy % | macro F1 % | episodes | train steps | "
         "train wall time | eval wall time |")
@@ -31,6 +44,7 @@ def main():
               f"{shot} | {cell(result)} | {cell(result, 'macro_f1')} | "
               f"{result['settings']['episodes']} | {config['num_steps']} | "
               f"{wall['train_seconds'] / 60:.1f} min | {wall['eval_seconds']:.0f} s |")
+  default_row()
 
 
 if __name__ == "__main__":
