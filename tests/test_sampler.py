@@ -121,3 +121,12 @@ def test_raw_strings_are_an_error():
   ds = ds.with_modality("text", np.array(["a"] * ds.num_examples, dtype=object))
   with pytest.raises(UserError, match="holds raw strings"):
     EpisodeSampler(ds, n_way=2, k_shot=1, q_query=1)
+
+
+def test_from_lists_names_the_item_with_a_different_shape():
+  images = [np.zeros((4, 4, 3)), np.zeros((4, 4, 3)), np.zeros((5, 4, 3))]
+  with pytest.raises(UserError, match=r"cat_2.png has shape \(5, 4, 3\), but cat_0.png has \(4, 4, 3\)"):
+    ClassDataset.from_lists({"image": images}, [0, 0, 1], ("a", "b"),
+                            names=["cat_0.png", "cat_1.png", "cat_2.png"])
+  ds = ClassDataset.from_lists({"image": images[:2], "text": ["x", "y"]}, [0, 1], ("a", "b"))
+  assert ds.examples["image"].shape == (2, 4, 4, 3) and ds.examples["text"].dtype == object

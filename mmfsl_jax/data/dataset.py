@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +62,35 @@ class ClassDataset:
     order = np.argsort(self.labels, kind="stable")
     counts = np.bincount(self.labels, minlength=self.num_classes)
     return np.split(order, np.cumsum(counts)[:-1])
+
+  @classmethod
+  def from_lists(cls, examples: Mapping[str, Sequence], labels: Sequence[int],
+                 class_names: Sequence[str], *, names: Sequence[str] | None = None,
+                 class_texts: Mapping[str, np.ndarray] | None = None) -> "ClassDataset":
+    """Builds a dataset from per-example lists (e.g. images loaded one by one).
+
+    Each modality's items must share one shape; otherwise a UserError names the first item
+    that differs (by `names[i]`, e.g. its file name, when given).
+    """
+    stacked = {}
+    for modality, items in examples.items():
+      items = list(items)
+      if not items:
+        raise UserError(f"modality {modality!r} has no examples")
+      if isinstance(items[0], str):
+        stacked[modality] = np.asarray(items, dtype=object)
+        continue
+      arrays = [np.asarray(x) for x in items]
+      shape = arrays[0].shape
+      for i, array in enumerate(arrays):
+        if array.shape != shape:
+          first = names[0] if names else "example 0"
+          which = names[i] if names else f"example {i}"
+          raise UserError(f"modality {modality!r}: {which} has shape {array.shape}, but "
+                          f"{first} has {shape}; resize or pad every item to one shape")
+      stacked[modality] = np.stack(arrays)
+    return cls(examples=stacked, labels=np.asarray(labels, np.int32),
+               class_names=tuple(class_names), class_texts=dict(class_texts or {}))
 
   def replace(self, **changes) -> "ClassDataset":
     return dataclasses.replace(self, **changes)
