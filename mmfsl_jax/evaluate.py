@@ -10,8 +10,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mmfsl_jax import config as config_lib
+from mmfsl_jax.checkpoint import Checkpoints
+from mmfsl_jax.data import omniglot
+from mmfsl_jax.data.prepare import dataset_channels, dataset_image_size, prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.errors import CheckpointError, UserError
+from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.step import init_train_state
 from mmfsl_jax.metrics import episode_metrics, summarise
 
 
@@ -43,8 +50,6 @@ BENCHMARKS = ("episodic", "omniglot-runs")
 def workdir_config(workdir):
   """The config a training workdir was run with (keys added to the library since then take
   their base_config defaults); CheckpointError if it is not a training workdir."""
-  from mmfsl_jax import config as config_lib
-  from mmfsl_jax.errors import CheckpointError
   config_path = Path(workdir) / "config.json"
   if not config_path.exists():
     raise CheckpointError(f"{workdir} has no config.json: it is not a training workdir "
@@ -59,6 +64,16 @@ def workdir_config(workdir):
       merge(config_lib.config_to_dict(config_lib.base_config()), saved))
 
 
+def _restore_best(workdir, learner, config, example_task):
+  """The best (else latest) checkpointed TrainState of a workdir, for `learner`'s params."""
+  like = init_train_state(learner, build_optimizer(config), example_task, config.seed)
+  checkpoints = Checkpoints(workdir, create=False)
+  try:
+    return checkpoints.restore_best(like)
+  finally:
+    checkpoints.close()
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
                      seed: int | None = None, write: bool = True, data_dir=None) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
@@ -66,11 +81,6 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   Writes workdir/eval.json: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
   settings used. `data_dir` replaces the config's (the data moved since training).
   """
-  from mmfsl_jax.checkpoint import Checkpoints
-  from mmfsl_jax.data.prepare import prepare_splits
-  from mmfsl_jax.errors import CheckpointError
-  from mmfsl_jax.factory import build_learner, build_model, build_optimizer
-  from mmfsl_jax.meta.step import init_train_state
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
@@ -92,12 +102,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                         q_query=q_query, batch_size=min(config.eval_batch, episodes), seed=seed,
                         split_name="test")
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
-  like = init_train_state(learner, build_optimizer(config), example, config.seed)
-  checkpoints = Checkpoints(workdir, create=False)
-  try:
-    state = checkpoints.restore_best(like)
-  finally:
-    checkpoints.close()
+  state = _restore_best(workdir, learner, config, example)
   summary = evaluate_episodes(make_batched_predict(learner), state.params, test, episodes)
   result = {**summary, "settings": {
       "checkpoint_step": int(state.step), "split": "test", "episodes": episodes,
@@ -131,12 +136,6 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dic
   $MMFSL_OMNIGLOT_DIR. Writes workdir/eval.json: {"benchmark", "accuracy", "error_rate",
   "per_run": {run: accuracy}, "settings"}.
   """
-  from mmfsl_jax.checkpoint import Checkpoints
-  from mmfsl_jax.data import omniglot
-  from mmfsl_jax.data.prepare import dataset_channels, dataset_image_size
-  from mmfsl_jax.errors import CheckpointError, UserError
-  from mmfsl_jax.factory import build_learner, build_model, build_optimizer
-  from mmfsl_jax.meta.step import init_train_state
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
@@ -170,13 +169,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dic
   eval_config.n_way = runs_way
   model = build_model(eval_config, None, None)
   learner = build_learner(eval_config, model, for_eval=True)
-  example = one_shot_runs_task(runs[0])
-  like = init_train_state(learner, build_optimizer(config), example, config.seed)
-  checkpoints = Checkpoints(workdir, create=False)
-  try:
-    state = checkpoints.restore_best(like)
-  finally:
-    checkpoints.close()
+  state = _restore_best(workdir, learner, config, one_shot_runs_task(runs[0]))
   batched = make_batched_predict(learner)
 
   def predict(train, test):

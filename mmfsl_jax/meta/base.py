@@ -49,3 +49,15 @@ def alignment_loss(aligned: dict, temperature: float) -> jax.Array:
   if not pairs:
     return jnp.zeros(())
   return sum(info_nce(aligned[a], aligned[b], temperature) for a, b in pairs) / len(pairs)
+
+
+def query_objective(logits: jax.Array, labels: jax.Array, aligned: dict, align_weight: float,
+                    align_temperature: float) -> tuple[jax.Array, dict]:
+  """Cross-entropy on the query, plus `align_weight` x InfoNCE of the aligned modalities."""
+  loss = cross_entropy(logits, labels)
+  metrics = {"loss": loss, "accuracy": accuracy(logits, labels)}
+  if align_weight:
+    align = alignment_loss(aligned, align_temperature)
+    metrics["align_loss"] = align
+    loss = loss + align_weight * align
+  return loss, metrics

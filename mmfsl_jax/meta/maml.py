@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmfsl_jax.meta.base import (MetaLearner, accuracy, alignment_loss, cross_entropy,
-                                 inputs_of)
+from mmfsl_jax.meta.base import MetaLearner, cross_entropy, inputs_of, query_objective
 from mmfsl_jax.model import MultimodalModel
 
 
@@ -99,14 +98,9 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
     fast, inner_loss = adapt(params, task["support"], k_inner)
     query = task["query"]
     logits, aligned = logits_and_aligned(fast, inputs_of(query), True, k_outer)
-    loss = cross_entropy(logits, query["label"])
-    metrics = {"loss": loss, "accuracy": accuracy(logits, query["label"]),
-               "inner_loss": inner_loss}
-    if align_weight:
-      align = alignment_loss(aligned, align_temperature)
-      metrics["align_loss"] = align
-      loss = loss + align_weight * align
-    return loss, metrics
+    loss, metrics = query_objective(logits, query["label"], aligned, align_weight,
+                                    align_temperature)
+    return loss, dict(metrics, inner_loss=inner_loss)
 
   def predict(params, task, key=None):
     fast, _ = adapt(params, task["support"], key)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmfsl_jax.meta.base import (MetaLearner, accuracy, alignment_loss, concat_inputs,
-                                 cross_entropy, inputs_of)
+from mmfsl_jax.meta.base import MetaLearner, concat_inputs, inputs_of, query_objective
 from mmfsl_jax.model import MultimodalModel
 
 DISTANCES = ("euclidean", "cosine")
@@ -66,14 +65,8 @@ def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
 
   def task_loss(params, task, key=None):
     logits, aligned = forward(params, task, key, True)
-    labels = task["query"]["label"]
-    loss = cross_entropy(logits, labels)
-    metrics = {"loss": loss, "accuracy": accuracy(logits, labels)}
-    if align_weight:
-      align = alignment_loss(aligned, align_temperature)
-      metrics["align_loss"] = align
-      loss = loss + align_weight * align
-    return loss, metrics
+    return query_objective(logits, task["query"]["label"], aligned, align_weight,
+                           align_temperature)
 
   def predict(params, task, key=None):
     return forward(params, task, key, False)[0]
