@@ -1,8 +1,12 @@
-"""Prints the results table of experiments/shapes from the runs' eval.json and wall_time.json.
+"""The results table of experiments/shapes, from the runs' eval.json and wall_time.json.
 
-    python experiments/shapes/make_table.py > /tmp/table.md
+    python experiments/shapes/make_table.py            # print the table
+    python experiments/shapes/make_table.py --readme   # write README.md from README.md.in
 """
+import contextlib
+import io
 import json
+import sys
 from pathlib import Path
 
 RUNS = Path(__file__).resolve().parent / "runs"
@@ -48,4 +52,12 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  if "--readme" in sys.argv:
+    here = Path(__file__).resolve().parent
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+      main()
+    template = (here / "README.md.in").read_text()
+    (here / "README.md").write_text(template.replace("TABLE", table.getvalue().rstrip()))
+  else:
+    main()
