@@ -18,15 +18,14 @@ def cell(result, key="accuracy"):
   return f"{100 * result[key]['mean']:.2f} ± {100 * result[key]['ci95']:.2f}"
 
 
-def default_row():
-  run = RUNS / "default"
+def row(run: Path, method: str, modalities: str, shot: int) -> None:
+  """Prints the table row of one finished run (nothing if it has no eval.json yet)."""
   if not (run / "eval.json").exists() or not (run / "wall_time.json").exists():
     return
   result = json.loads((run / "eval.json").read_text())
   config = json.loads((run / "config.json").read_text())
   wall = json.loads((run / "wall_time.json").read_text())
-  print(f"| ProtoNet (`mmfsl train`, default config) | fused: {config['fuser']} | "
-        f"{config['k_shot']} | {cell(result)} | {cell(result, 'macro_f1')} | "
+  print(f"| {method} | {modalities} | {shot} | {cell(result)} | {cell(result, 'macro_f1')} | "
         f"{result['settings']['episodes']} | {config['num_steps']} | "
         f"{wall['train_seconds'] / 60:.1f} min | {wall['eval_seconds']:.0f} s |")
 
@@ -38,18 +37,13 @@ def main():
   for shot in (1, 5):
     for method in ("protonet", "maml"):
       for variant, label in VARIANTS:
-        run = RUNS / f"{method}_{variant}_{shot}shot"
-        if not (run / "eval.json").exists():
-          continue
-        result = json.loads((run / "eval.json").read_text())
-        config = json.loads((run / "config.json").read_text())
-        wall = json.loads((run / "wall_time.json").read_text())
-        print(f"| {'ProtoNet' if method == 'protonet' else 'MAML (2nd order)'} | {label} | "
-              f"{shot} | {cell(result)} | {cell(result, 'macro_f1')} | "
-              f"{result['settings']['episodes']} | {config['num_steps']} | "
-              f"{wall['train_seconds'] / 60:.1f} min | {wall['eval_seconds']:.0f} s |")
-  default_row()
-
+        row(RUNS / f"{method}_{variant}_{shot}shot",
+            "ProtoNet" if method == "protonet" else "MAML (2nd order)", label, shot)
+  default = RUNS / "default"
+  if (default / "config.json").exists():
+    config = json.loads((default / "config.json").read_text())
+    row(default, "ProtoNet (`mmfsl train`, default config)", f"fused: {config['fuser']}",
+        config["k_shot"])
 
 if __name__ == "__main__":
   if "--readme" in sys.argv:
