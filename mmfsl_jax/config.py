@@ -26,6 +26,7 @@ CHOICES = {
     "augment": ("auto", "none", "crop_flip"),
     "method": ("protonet", "maml"),
     "image_encoder": ("conv4", "resnet12"),
+    "conv_impl": ("auto", "matmul", "xla"),
     "text_encoder": ("bow", "gru", "pretrained"),
     "fuser": ("weighted", "concat", "gated", "attention"),
     "fuse_level": ("example", "class"),
@@ -55,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.modalities = ("image", "text")  # a subset gives the unimodal ablations
   c.image_encoder = "conv4"
   c.conv_channels = 32
+  c.conv_impl = "auto"            # convolutions as patch matmuls (matmul: fast on CPUs) or
+  #                                 XLA's own (xla: fast on accelerators); auto picks by backend
   c.resnet_channels = (64, 160, 320, 640)
   c.text_encoder = "bow"          # bow | gru (trainable, word ids) | pretrained (transformers)
   c.text_model = "minilm"         # for text_encoder=pretrained: a directory or model id

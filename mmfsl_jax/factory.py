@@ -33,8 +33,9 @@ def build_model(config, text_info: TextInfo | None, train_split) -> MultimodalMo
   encoders = {}
   for modality in config.modalities:
     if modality == "image":
-      encoders["image"] = (conv4(config.conv_channels) if config.image_encoder == "conv4"
-                           else resnet12(tuple(config.resnet_channels)))
+      encoders["image"] = (conv4(config.conv_channels, conv_impl=config.conv_impl)
+                           if config.image_encoder == "conv4"
+                           else resnet12(tuple(config.resnet_channels), config.conv_impl))
     elif modality == "text":
       encoders["text"] = _text_encoder(config, text_info, train_split.examples["text"])
   aligner = align.projections(config.modalities, config.embed_dim, tuple(config.projection_hidden))

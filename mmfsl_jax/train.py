@@ -51,8 +51,9 @@ __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and
 
 # Settings a resumed run may change: how long to train and how often to log, validate, save.
 # skip_nonfinite_steps too: a run stopped by a non-finite step is resumed with it set.
+# conv_impl too: it changes how convolutions are computed, not what they compute.
 RESUMABLE_CHANGES = ("num_steps", "log_every", "eval_every", "checkpoint_every", "val_episodes",
-                     "eval_episodes", "skip_nonfinite_steps")
+                     "eval_episodes", "skip_nonfinite_steps", "conv_impl")
 KEEP_CHECKPOINTS = 2
 
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmfsl_jax.component import Component, from_linen
+from mmfsl_jax.encoders.conv_ops import Conv, resolve_impl
 
 
 class BatchStatNorm(nn.Module):
@@ -33,14 +34,18 @@ class BatchStatNorm(nn.Module):
 
 
 class Conv4(nn.Module):
-  """`num_blocks` x [conv3x3-`channels`, batch norm, ReLU, 2x2 max-pool], then flatten."""
+  """`num_blocks` x [conv3x3-`channels`, batch norm, ReLU, 2x2 max-pool], then flatten.
+
+  `conv_impl` chooses how convolutions are computed (conv_ops.IMPLS; same parameters and
+  function either way)."""
   channels: int = 64
   num_blocks: int = 4
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for _ in range(self.num_blocks):
-      x = nn.Conv(self.channels, (3, 3), padding="SAME")(x)
+      x = Conv(self.channels, (3, 3), impl=self.conv_impl)(x)
       x = nn.relu(BatchStatNorm()(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     return x.reshape(x.shape[0], -1)
@@ -49,13 +54,15 @@ class Conv4(nn.Module):
 class ResidualBlock12(nn.Module):
   """The ResNet-12 block: 3 x conv3x3 + BN (leaky ReLU between), 1x1 shortcut, max-pool."""
   channels: int
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    shortcut = BatchStatNorm()(nn.Conv(self.channels, (1, 1), use_bias=False)(x))
+    conv = lambda size: Conv(self.channels, size, use_bias=False, impl=self.conv_impl)
+    shortcut = BatchStatNorm()(conv((1, 1))(x))
     h = x
     for i in range(3):
-      h = BatchStatNorm()(nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(h))
+      h = BatchStatNorm()(conv((3, 3))(h))
       if i < 2:
         h = nn.leaky_relu(h, 0.1)
     h = nn.leaky_relu(h + shortcut, 0.1)
@@ -65,17 +72,20 @@ class ResidualBlock12(nn.Module):
 class ResNet12(nn.Module):
   """Four residual blocks (widths `channels`) and global average pooling."""
   channels: Sequence[int] = (64, 160, 320, 640)
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for width in self.channels:
-      x = ResidualBlock12(width)(x)
+      x = ResidualBlock12(width, conv_impl=self.conv_impl)(x)
     return jnp.mean(x, axis=(1, 2))
 
 
-def conv4(channels: int = 64, num_blocks: int = 4) -> Component:
-  return from_linen(Conv4(channels=channels, num_blocks=num_blocks))
+def conv4(channels: int = 64, num_blocks: int = 4, conv_impl: str = "auto") -> Component:
+  resolve_impl(conv_impl)  # fail at build time on an unknown name
+  return from_linen(Conv4(channels=channels, num_blocks=num_blocks, conv_impl=conv_impl))
 
 
-def resnet12(channels: Sequence[int] = (64, 160, 320, 640)) -> Component:
-  return from_linen(ResNet12(channels=tuple(channels)))
+def resnet12(channels: Sequence[int] = (64, 160, 320, 640), conv_impl: str = "auto") -> Component:
+  resolve_impl(conv_impl)
+  return from_linen(ResNet12(channels=tuple(channels), conv_impl=conv_impl))

@@ -1,0 +1,71 @@
+"""Stride-1 'SAME' convolution as one matrix product over image patches.
+
+XLA's CPU convolution is fast forward but slow backward for small few-shot networks, and
+under `jax.vmap` with per-task weights (every MAML task after its inner step) a convolution
+becomes a grouped convolution, slower still. Written as patches @ kernel, the same layer is
+a (batched) matrix product in every direction: forward, backward and the second-order terms
+of MAML all run on the CPU's GEMM kernels, and the shared-weight first inner step of all
+tasks folds into one large product.
+
+`Conv` has nn.Conv's parameters (`kernel` [kh, kw, C_in, C_out], `bias` [C_out]) and
+computes the same function; `impl="xla"` uses `lax.conv_general_dilated` instead.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("auto", "matmul", "xla")
+
+
+def resolve_impl(impl: str) -> str:
+  """'auto' is 'matmul' on CPU and 'xla' on accelerators (whose convolutions are fast)."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown conv_impl {impl!r}; choose one of {', '.join(IMPLS)}")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def image_patches(x: jax.Array, kernel_size: Sequence[int]) -> jax.Array:
+  """[n, H, W, C] -> [n, H, W, kh*kw*C]: each pixel's zero-padded kh x kw neighbourhood.
+
+  The last axis is ordered (row offset, column offset, channel), the order of a
+  [kh, kw, C, O] kernel reshaped to [kh*kw*C, O].
+  """
+  kh, kw = kernel_size
+  _, height, width, _ = x.shape
+  top, left = (kh - 1) // 2, (kw - 1) // 2
+  padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
+  shifts = [padded[:, i:i + height, j:j + width, :] for i in range(kh) for j in range(kw)]
+  return shifts[0] if len(shifts) == 1 else jnp.concatenate(shifts, axis=-1)
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Array:
+  """Stride-1 'SAME' convolution: x [n, H, W, C], kernel [kh, kw, C, O] -> [n, H, W, O]."""
+  if resolve_impl(impl) == "xla":
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  kh, kw, c_in, c_out = kernel.shape
+  return image_patches(x, (kh, kw)) @ kernel.reshape(kh * kw * c_in, c_out)
+
+
+class Conv(nn.Module):
+  """nn.Conv (stride 1, 'SAME', same parameter names and initialisers) with a choice of
+  implementation; see the module docstring."""
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  use_bias: bool = True
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1], self.features))
+    y = conv_same(x, kernel.astype(x.dtype), self.impl)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+    return y

@@ -1,0 +1,71 @@
+"""The patch-matmul convolution against XLA's, and Conv4/ResNet-12 under both."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmfsl_jax.encoders import conv4, resnet12
+from mmfsl_jax.encoders.conv_ops import conv_same, image_patches, resolve_impl
+
+
+def test_image_patches_order_matches_kernel_layout():
+  x = jnp.arange(2 * 4 * 5 * 3, dtype=jnp.float32).reshape(2, 4, 5, 3)
+  patches = image_patches(x, (3, 3))
+  assert patches.shape == (2, 4, 5, 27)
+  # Pixel (1, 2): offset (i, j) of its neighbourhood is x[1 + i - 1, 2 + j - 1].
+  neighbourhood = patches[0, 1, 2].reshape(3, 3, 3)
+  np.testing.assert_array_equal(neighbourhood, x[0, 0:3, 1:4, :])
+  # The corner sees zero padding above and to the left.
+  corner = patches[1, 0, 0].reshape(3, 3, 3)
+  assert float(jnp.abs(corner[0]).sum()) == 0 and float(jnp.abs(corner[:, 0]).sum()) == 0
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1), (5, 5)])
+def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 7, 6, 4)))
+    kernel = jnp.asarray(rng.normal(size=(*kernel_size, 4, 5)))
+
+    def loss(impl):
+      return lambda x, k: jnp.sum(jnp.sin(conv_same(x, k, impl)))
+
+    np.testing.assert_allclose(conv_same(x, kernel, "matmul"), conv_same(x, kernel, "xla"),
+                               rtol=1e-12, atol=1e-12)
+    for g_matmul, g_xla in zip(jax.grad(loss("matmul"), (0, 1))(x, kernel),
+                               jax.grad(loss("xla"), (0, 1))(x, kernel)):
+      np.testing.assert_allclose(g_matmul, g_xla, rtol=1e-10, atol=1e-10)
+
+
+def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(4, 2, 6, 6, 3)), jnp.float32)
+  kernels = jnp.asarray(rng.normal(size=(4, 3, 3, 3, 8)), jnp.float32)
+  batched = jax.vmap(lambda a, k: conv_same(a, k, "matmul"))(x, kernels)
+  looped = jnp.stack([conv_same(x[t], kernels[t], "xla") for t in range(4)])
+  np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda impl: conv4(8, conv_impl=impl),
+                                  lambda impl: resnet12((4, 6), conv_impl=impl)],
+                         ids=["conv4", "resnet12"])
+def test_encoders_share_parameters_and_function_across_impls(make):
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(5, 12, 12, 3)), jnp.float32)
+  fast, reference = make("matmul"), make("xla")
+  params = fast.init(jax.random.PRNGKey(0), x)
+  assert (jax.tree_util.tree_structure(params)
+          == jax.tree_util.tree_structure(reference.init(jax.random.PRNGKey(0), x)))
+  np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x),
+                             rtol=1e-4, atol=1e-4)
+  g_fast = jax.grad(lambda p: jnp.sum(fast.apply(p, x) ** 2))(params)
+  g_ref = jax.grad(lambda p: jnp.sum(reference.apply(p, x) ** 2))(params)
+  for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_unknown_impl_is_refused_with_the_choices():
+  with pytest.raises(ValueError, match="matmul, xla"):
+    resolve_impl("winograd")
+  with pytest.raises(ValueError, match="conv_impl"):
+    conv4(8, conv_impl="fft")
+  assert resolve_impl("auto") in ("matmul", "xla")
