@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
                              "(image-only Omniglot models)")
   evaluate.add_argument("--episodes", type=int, default=None, help="default: the config's (600)")
   evaluate.add_argument("--queries", type=int, default=None, help="queries per class (default 15)")
+  evaluate.add_argument("--n-way", type=int, default=None,
+                        help="episodic: evaluate at this way (default: the training way; "
+                             "learners with a fixed head need their training way)")
+  evaluate.add_argument("--k-shot", type=int, default=None,
+                        help="episodic: evaluate at this shot (default: the training shot)")
+  evaluate.add_argument("--output", default="eval.json",
+                        help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
                         help="data directory, if not the config's (omniglot-runs: the directory "
                              "of one_shot_runs.zip; default: data_dir or $MMFSL_OMNIGLOT_DIR)")
@@ -71,12 +78,15 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+  if os.path.basename(args.output) != args.output or not args.output.endswith(".json"):
+    raise UserError(f"--output must be a file name ending in .json (it is written in the "
+                    f"workdir), got {args.output!r}")
   if args.benchmark == "omniglot-runs":
     from mmfsl_jax.evaluate import evaluate_omniglot_runs
-    if args.episodes is not None or args.queries is not None:
-      raise UserError("--episodes and --queries do not apply to --benchmark omniglot-runs "
-                      "(it is always the 20 runs, 20 test drawings each)")
-    result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir)
+    if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)):
+      raise UserError("--episodes, --queries, --n-way and --k-shot do not apply to --benchmark "
+                      "omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 test drawings)")
+    result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir, output=args.output)
     for name, accuracy in result["per_run"].items():
       print(f"{name}: {100 * accuracy:.1f} %")
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
@@ -84,11 +94,12 @@ def _eval(args) -> int:
   else:
     from mmfsl_jax.evaluate import evaluate_workdir
     result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
-                              data_dir=args.data_dir)
+                              data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
+                              output=args.output)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")
-  print(f"wrote {os.path.join(args.workdir, 'eval.json')}")
+  print(f"wrote {os.path.join(args.workdir, args.output)}")
   return 0
 
 

@@ -45,6 +45,8 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 BENCHMARKS = ("episodic", "omniglot-runs")
+# Learners that classify any number of classes (prototypes, or a head fitted per task).
+ANY_WAY_METHODS = ("protonet", "am3", "baselinepp")
 
 
 def workdir_config(workdir):
@@ -74,18 +76,38 @@ def _restore_best(workdir, learner, config, example_task):
     checkpoints.close()
 
 
+def check_eval_way(config, n_way: int) -> None:
+  """Only metric-based learners classify a way they were not trained for."""
+  if n_way != config.n_way and config.method not in ANY_WAY_METHODS:
+    raise UserError(
+        f"the model was trained {config.n_way}-way with method={config.method}, whose head has "
+        f"{config.n_way} outputs, so it cannot be evaluated {n_way}-way; train it with "
+        f"n_way={n_way}, or use one of {', '.join(ANY_WAY_METHODS)} (any way)")
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
-                     seed: int | None = None, write: bool = True, data_dir=None) -> dict:
+                     seed: int | None = None, write: bool = True, data_dir=None,
+                     n_way: int | None = None, k_shot: int | None = None,
+                     output: str = "eval.json") -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
-  Writes workdir/eval.json: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
-  settings used. `data_dir` replaces the config's (the data moved since training).
+  Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
+  settings used. `data_dir` replaces the config's (the data moved since training); `n_way`
+  and `k_shot` evaluate at another way or shot than the training one.
   """
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
   if data_dir is not None:
     config.data_dir = str(data_dir)
+  for name, value in (("n_way", n_way), ("k_shot", k_shot)):
+    if value is not None and value < (2 if name == "n_way" else 1):
+      raise UserError(f"{name} must be at least {2 if name == 'n_way' else 1}, got {value}")
+  if n_way is not None:
+    check_eval_way(config, n_way)
+    config.n_way = n_way
+  if k_shot is not None:
+    config.k_shot = k_shot
   episodes = config.eval_episodes if episodes is None else episodes
   q_query = config.eval_q_query if q_query is None else q_query
   seed = config.eval_seed if seed is None else seed
@@ -110,7 +132,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
       "dataset": config.dataset, "seconds": round(time.time() - t0, 2)}}
   if write:
-    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+    (workdir / output).write_text(json.dumps(result, indent=2))
   return result
 
 
@@ -125,7 +147,8 @@ def one_shot_runs_task(run: dict) -> dict:
                     "label": np.zeros(len(run["test"]), np.int32)}}
 
 
-def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dict:
+def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
+                           output: str = "eval.json") -> dict:
   """The best checkpoint of an Omniglot workdir on the 20 one-shot runs of Lake et al. 2015.
 
   Each run is one 20-way 1-shot task (`one_shot_runs_task`); the prediction for a test item is
@@ -152,11 +175,12 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dic
         f"model in {workdir} was trained on dataset={config.dataset!r} with {channels}-channel "
         f"images; train on dataset=omniglot or tfds_omniglot")
   runs_way = 20
-  if config.method != "protonet" and config.n_way != runs_way:
+  if config.n_way != runs_way and config.method not in ANY_WAY_METHODS:
     raise UserError(
         f"--benchmark omniglot-runs is 20-way, but the model in {workdir} is {config.method} "
         f"with a head of n_way={config.n_way} outputs; {config.method} can only be evaluated "
-        f"at the way it was trained. Train it with n_way=20, or use method=protonet (any way)")
+        f"at the way it was trained. Train it with n_way=20, or use one of "
+        f"{', '.join(ANY_WAY_METHODS)} (any way)")
   if not Checkpoints.exist(workdir):
     raise CheckpointError(f"no checkpoint in {workdir}: run `mmfsl train --workdir {workdir}` "
                           f"first (or let it reach its first checkpoint)")
@@ -186,5 +210,5 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True) -> dic
                          "trained_k_shot": config.k_shot,
                          "seconds": round(time.time() - t0, 2)}}
   if write:
-    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+    (workdir / output).write_text(json.dumps(result, indent=2))
   return result

@@ -122,6 +122,26 @@ def test_eval_episodic_on_omniglot(trained):
 
 
 @needs_data
+def test_eval_at_another_way_and_shot_into_its_own_file(trained):
+  code, out, err = _run(["eval", "--workdir", str(trained), "--episodes", "3", "--n-way", "20",
+                         "--k-shot", "2", "--queries", "1", "--output", "eval_20w2s.json"])
+  assert code == 0, err
+  result = json.loads((trained / "eval_20w2s.json").read_text())
+  assert result["accuracy"]["n"] == 3
+  assert (result["settings"]["n_way"], result["settings"]["k_shot"]) == (20, 2)
+  assert "eval_20w2s.json" in out
+
+
+def test_eval_refuses_another_way_for_a_fixed_head_and_bad_output_names(tmp_path):
+  workdir = _workdir_with(tmp_path, "omniglot_maml")
+  code, _, err = _run(["eval", "--workdir", str(workdir), "--n-way", "20"])
+  assert code == 2 and re.search(r"trained 5-way with method=maml.*protonet", err), err
+  for bad in ("../eval.json", "eval.txt"):
+    code, _, err = _run(["eval", "--workdir", str(workdir), "--output", bad])
+    assert code == 2 and "--output" in err, err
+
+
+@needs_data
 def test_runs_with_a_directory_lacking_the_zip(trained, tmp_path):
   code, _, err = _run(["eval", "--workdir", str(trained), "--benchmark", "omniglot-runs",
                        "--data-dir", str(tmp_path)])
