@@ -24,7 +24,7 @@ from mmfsl_jax.errors import ConfigError
 CHOICES = {
     "dataset": ("shapes", "omniglot", "tfds_omniglot", "cifar_fs", "fc100", "cub", "flowers102"),
     "augment": ("auto", "none", "crop_flip"),
-    "method": ("protonet", "maml"),
+    "method": ("protonet", "maml", "anil", "metasgd", "reptile", "baselinepp", "am3"),
     "image_encoder": ("conv4", "resnet12"),
     "conv_impl": ("auto", "matmul", "xla"),
     "text_encoder": ("bow", "gru", "pretrained"),
@@ -32,9 +32,12 @@ CHOICES = {
     "fuse_level": ("example", "class"),
     "distance": ("euclidean", "cosine"),
     "inner_loop": ("scan", "fori"),
+    "batch_norm": ("transductive", "inductive"),
     "optimizer": ("adam", "sgd"),
 }
 MODALITIES = ("image", "text")
+# Methods with a differentiated inner loop (the MAML++ options apply to them).
+SECOND_ORDER_METHODS = ("maml", "anil", "metasgd")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,15 +74,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.fuse_level = "example"
   c.align_weight = 0.0            # weight of the InfoNCE alignment term
   c.align_temperature = 0.1
-  c.method = "protonet"
+  c.method = "protonet"           # protonet | maml | anil | metasgd | reptile | baselinepp |
+  #                                 am3 (mmfsl_jax/meta/registry.py)
   c.distance = "euclidean"
-  c.cosine_scale = 10.0
+  c.cosine_scale = 10.0           # cosine logits (ProtoNet, AM3) and Baseline++'s classifier
+  c.batch_norm = "transductive"   # transductive (batch statistics) | inductive (support
+  #                                 statistics for support and query; meta/base.py)
   c.inner_steps = 1
   c.inner_lr = 0.4
   c.first_order = False
   c.inner_loop = "scan"
-  c.inner_params = ".*"
+  c.inner_params = ".*"           # regex over param paths adapted in the inner loop (maml,
+  #                                 metasgd, reptile); for anil the default means "head/.*"
   c.eval_inner_steps = 0          # 0 = same as inner_steps
+  c.per_step_inner_lr = False     # MAML++: a learned inner rate per step and tensor (maml, anil;
+  #                                 metasgd: per step and parameter)
+  c.multi_step_loss = False       # MAML++: mean query loss after every inner step
+  c.inner_checkpoint = False      # jax.checkpoint each inner step (memory flat in inner_steps)
+  c.finetune_steps = 100          # baselinepp: gradient steps fitting the head per test task
+  c.finetune_lr = 0.5
+  c.am3_example_modalities = ()   # am3: modalities of the examples (() = all of modalities);
+  #                                 ('image',) is the original AM3 (text per class only)
   c.n_way = 5
   c.k_shot = 1
   c.q_query = 5
@@ -220,12 +235,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("the gated fuser takes its gate from text: list modalities as ('image', 'text')")
   if config.learning_rate <= 0 or config.inner_lr <= 0:
     raise ConfigError("learning_rate and inner_lr must be positive")
+  _validate_method(config, mods)
   if config.image_size < 0:
     raise ConfigError(f"image_size must be 0 (the dataset's own size) or positive, got "
                       f"{config.image_size}")
   if config.omniglot.tfds_splits not in ("full", "small"):
     raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
                       f"choose one of full, small")
+
+
+def _validate_method(config, mods: tuple[str, ...]) -> None:
+  """The settings of one method that no run of it could use."""
+  method = config.method
+  used = [k for k in ("per_step_inner_lr", "multi_step_loss", "inner_checkpoint") if config[k]]
+  if used and method not in SECOND_ORDER_METHODS:
+    raise ConfigError(f"{', '.join(used)} apply to methods with a differentiated inner loop "
+                      f"({', '.join(SECOND_ORDER_METHODS)}), not method={method}")
+  if config.finetune_steps < 0 or config.finetune_lr <= 0:
+    raise ConfigError(f"finetune_steps must be >= 0 and finetune_lr positive, got "
+                      f"{config.finetune_steps}, {config.finetune_lr}")
+  example_mods = tuple(config.am3_example_modalities)
+  if method == "am3":
+    if "text" not in mods:
+      raise ConfigError(f"method=am3 mixes class-level text into the prototypes: modalities "
+                        f"must include 'text' (got {mods}); use am3_example_modalities="
+                        f"\"('image',)\" for image-only examples")
+    if any(m not in mods for m in example_mods) or len(set(example_mods)) != len(example_mods):
+      raise ConfigError(f"am3_example_modalities={example_mods!r}: give () or a subset of "
+                        f"modalities {mods}")
+  elif example_mods:
+    raise ConfigError(f"am3_example_modalities applies to method=am3, not method={method}")
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -119,7 +119,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   t0 = time.time()
   splits, text_info = prepare_splits(config)
   model = build_model(config, text_info, splits["train"])
-  learner = build_learner(config, model, for_eval=True)
+  learner = build_learner(config, model, for_eval=True, num_classes=splits["train"].num_classes)
   test = EpisodeSampler(splits["test"], n_way=config.n_way, k_shot=config.k_shot,
                         q_query=q_query, batch_size=min(config.eval_batch, episodes), seed=seed,
                         split_name="test")

@@ -9,7 +9,9 @@ from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.encoders.image import conv4, resnet12
 from mmfsl_jax.encoders.text import token_text_encoder
 from mmfsl_jax.encoders.vector import fit_standardizer, vector_encoder
-from mmfsl_jax.meta import maml, protonet
+from mmfsl_jax.errors import ConfigError
+from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.registry import METHODS
 from mmfsl_jax.model import MultimodalModel, multimodal_model
 
 
@@ -44,16 +46,31 @@ def build_model(config, text_info: TextInfo | None, train_split) -> MultimodalMo
   return multimodal_model(encoders, aligner, fuser)
 
 
-def build_learner(config, model: MultimodalModel, *, for_eval: bool = False):
-  common = dict(n_way=config.n_way, align_weight=config.align_weight,
-                align_temperature=config.align_temperature)
-  if config.method == "protonet":
-    return protonet(model, distance=config.distance, cosine_scale=config.cosine_scale,
-                    fuse_level=config.fuse_level, **common)
-  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
-  return maml(model, inner_steps=steps, inner_lr=config.inner_lr,
-              first_order=config.first_order, inner_loop=config.inner_loop,
-              inner_params=config.inner_params, **common)
+def train_class_count(config) -> int:
+  """The number of classes in the config's training split (Baseline++'s classifier size).
+
+  Read from the config for "shapes"; other datasets' splits are built to count them (pass
+  `num_classes` to `build_learner` where the splits are at hand).
+  """
+  if config.dataset == "shapes":
+    return int(config.shapes.classes_per_split[0])
+  from mmfsl_jax.data.prepare import build_splits
+  return build_splits(config)["train"].num_classes
+
+
+def build_learner(config, model: MultimodalModel, *, for_eval: bool = False,
+                  num_classes: int | None = None) -> MetaLearner:
+  """The meta-learner `config.method` names (meta/registry.py).
+
+  `for_eval` builds it for evaluation (`eval_inner_steps`); `num_classes` is the number of
+  training classes, needed by baselinepp only (else counted by `train_class_count`).
+  """
+  if config.method not in METHODS:
+    raise ConfigError(f"method={config.method!r} is not valid; choose one of "
+                      f"{', '.join(METHODS)}")
+  if config.method == "baselinepp" and num_classes is None:
+    num_classes = train_class_count(config)
+  return METHODS[config.method](config, model, for_eval=for_eval, num_classes=num_classes)
 
 
 def build_optimizer(config) -> optax.GradientTransformation:

@@ -183,8 +183,9 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   splits, text_info = prepare_splits(config)
   train_sampler, val_sampler = make_samplers(config, splits)
   model = build_model(config, text_info, splits["train"])
-  learner = build_learner(config, model)
-  eval_learner = build_learner(config, model, for_eval=True)
+  num_classes = splits["train"].num_classes
+  learner = build_learner(config, model, num_classes=num_classes)
+  eval_learner = build_learner(config, model, for_eval=True, num_classes=num_classes)
   optimizer = build_optimizer(config)
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)

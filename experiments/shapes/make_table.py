@@ -12,6 +12,14 @@ from pathlib import Path
 RUNS = Path(__file__).resolve().parent / "runs"
 VARIANTS = [("image", "image only"), ("text", "text only"),
             ("weighted", "fused: weighted average (learned)"), ("gated", "fused: gated (AM3-style)")]
+# The rest of the method family (run.sh's FAMILY rows): run name prefix, method label, and the
+# modalities label of each variant.
+FAMILY = [("anil", "ANIL (2nd order)"), ("metasgd", "Meta-SGD (2nd order)"),
+          ("mamlpp", "MAML++ (3 steps, per-step rates, multi-step loss)"),
+          ("reptile", "Reptile (5 steps)"), ("baselinepp", "Baseline++ (transfer)"),
+          ("am3", "AM3 (class-name text)")]
+FAMILY_VARIANTS = {"image": "image only", "gated": "fused: gated (AM3-style)"}
+AM3_VARIANTS = {"image": "image examples + class text", "gated": "fused: gated + class text"}
 
 
 def cell(result, key="accuracy"):
@@ -39,6 +47,10 @@ def main():
       for variant, label in VARIANTS:
         row(RUNS / f"{method}_{variant}_{shot}shot",
             "ProtoNet" if method == "protonet" else "MAML (2nd order)", label, shot)
+  for shot in (1, 5):
+    for method, label in FAMILY:
+      for variant, modalities in (AM3_VARIANTS if method == "am3" else FAMILY_VARIANTS).items():
+        row(RUNS / f"{method}_{variant}_{shot}shot", label, modalities, shot)
   default = RUNS / "default"
   if (default / "config.json").exists():
     config = json.loads((default / "config.json").read_text())

@@ -47,3 +47,26 @@ for shot in 1 5; do
     done
   done
 done
+
+# The rest of the method family, 1-shot, same tasks and encoders: image-only and gated fusion
+# (AM3: image-only examples or gated fusion per example, plus each class's name as class-level
+# text). Hyperparameters are the MAML rows' where they apply; not tuned.
+declare -A FAMILY=(
+  [anil]="method=anil inner_steps=1 inner_lr=0.4 meta_batch=2"
+  [metasgd]="method=metasgd inner_steps=1 inner_lr=0.4 meta_batch=2"
+  [mamlpp]="method=maml inner_steps=3 inner_lr=0.4 per_step_inner_lr=True multi_step_loss=True inner_checkpoint=True meta_batch=2"
+  [reptile]="method=reptile inner_steps=5 inner_lr=0.1"
+  [baselinepp]="method=baselinepp finetune_steps=100 finetune_lr=0.5"
+  [am3]="method=am3"
+)
+declare -A AM3_VARIANT=(
+  [image]="modalities=('image','text') am3_example_modalities=('image',)"
+  [gated]="modalities=('image','text') fuser=gated"
+)
+for method in anil metasgd mamlpp reptile baselinepp am3; do
+  for variant in image gated; do
+    if [[ $method == am3 ]]; then mods=${AM3_VARIANT[$variant]}; else mods=${MODALITY[$variant]}; fi
+    # shellcheck disable=SC2206
+    run "${method}_${variant}_1shot" "${COMMON[@]}" ${FAMILY[$method]} k_shot=1 $mods
+  done
+done

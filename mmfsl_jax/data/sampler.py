@@ -9,6 +9,8 @@ A task batch is a dict of numpy arrays:
     support: {modality: [B, N*K, ...], "label": [B, N*K]}
     query:   {modality: [B, N*Q, ...], "label": [B, N*Q]}
     class:   {modality: [B, N, ...]}  class-level data (if the dataset has any), in label order
+    class_id: [B, N] int32  the classes' indices in the dataset, in label order (Baseline++
+             trains a classifier over all of a split's classes with them)
 Within a task, labels 0..N-1 are given to the N sampled classes in random order; examples
 are laid out class by class (label-major), and support and query never share an example.
 """
@@ -89,7 +91,8 @@ class EpisodeSampler:
     support_idx = np.stack([t[1] for t in tasks])
     query_idx = np.stack([t[2] for t in tasks])
     batch = {"support": self._gather(support_idx, self.k_shot),
-             "query": self._gather(query_idx, self.q_query)}
+             "query": self._gather(query_idx, self.q_query),
+             "class_id": classes.astype(np.int32)}
     class_mods = [m for m in self.modalities if m in self.dataset.class_texts]
     if class_mods:
       batch["class"] = {m: self.dataset.class_texts[m][classes] for m in class_mods}

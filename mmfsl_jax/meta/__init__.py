@@ -1,8 +1,20 @@
-"""Meta-learners: pure functions of (params, task), vmapped over task batches."""
+"""Meta-learners: pure functions of (params, task), vmapped over task batches.
+
+Methods by config name are in registry.METHODS: protonet, maml (with MAML++ options),
+anil, metasgd, reptile, baselinepp (Baseline++ transfer learning) and am3.
+"""
+from mmfsl_jax.meta.am3 import am3
+from mmfsl_jax.meta.anil import anil
 from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.maml import maml, path_mask
+from mmfsl_jax.meta.baselinepp import baselinepp
+from mmfsl_jax.meta.maml import maml
+from mmfsl_jax.meta.metasgd import metasgd
+from mmfsl_jax.meta.paths import path_mask
 from mmfsl_jax.meta.protonet import class_means, prototype_logits, protonet
+from mmfsl_jax.meta.registry import METHODS
+from mmfsl_jax.meta.reptile import reptile
 from mmfsl_jax.meta.step import TrainState, batch_loss, init_train_state, make_meta_step
 
-__all__ = ["MetaLearner", "TrainState", "batch_loss", "class_means", "init_train_state",
-           "make_meta_step", "maml", "path_mask", "prototype_logits", "protonet"]
+__all__ = ["METHODS", "MetaLearner", "TrainState", "am3", "anil", "baselinepp", "batch_loss",
+           "class_means", "init_train_state", "make_meta_step", "maml", "metasgd", "path_mask",
+           "prototype_logits", "protonet", "reptile"]

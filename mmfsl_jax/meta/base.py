@@ -7,9 +7,27 @@ removed; `jax.vmap` adds it back):
     params = learner.init(key, task)
     loss, metrics = learner.task_loss(params, task, key)    # differentiable in params
     logits = learner.predict(params, task, key)             # [N*Q, N], after any adaptation
+    fast = learner.adapt(params, task, key)                 # params after the inner loop
+                                                            # (learners with one; else None)
+A task may also hold `class` ({modality: [N, ...]} class-level data in label order) and
+`class_id` ([N] the classes' indices in their split), which some learners use.
+
+Batch norm (`batch_norm`, for the image encoders' `BatchStatNorm`, which keeps no running
+averages):
+- "transductive": statistics of the batch each encoder call sees (MAML's setting): the
+  support set while adapting; then the query set (MAML family) or support and query together
+  (ProtoNet, AM3, Baseline++). A query's embedding depends on the other queries.
+- "inductive": statistics of the support set only, applied to the support and to every
+  query, so each query is classified independently of the others (MetaBN in Bronskill et
+  al. 2020, "TaskNorm"). These are the task's support statistics, not running averages
+  accumulated over meta-training: running averages would be state updated outside the
+  parameters (and outside the vmap over tasks and the gradient), and the support set is what
+  a test task has to go by. Where the MAML family embeds the query on its own, inductive
+  mode runs support and query through the model together and keeps the query rows.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple
 
 import jax
@@ -17,12 +35,22 @@ import jax.numpy as jnp
 import optax
 
 from mmfsl_jax.align import info_nce
+from mmfsl_jax.encoders.image import batch_stats_from
+from mmfsl_jax.errors import UserError
+
+BATCH_NORM = ("transductive", "inductive")
 
 
 class MetaLearner(NamedTuple):
   init: Callable
   task_loss: Callable
   predict: Callable
+  adapt: Callable | None = None
+
+
+def check_batch_norm(batch_norm: str) -> None:
+  if batch_norm not in BATCH_NORM:
+    raise UserError(f"unknown batch_norm {batch_norm!r}; choose one of {BATCH_NORM}")
 
 
 def inputs_of(split: dict) -> dict:
@@ -32,6 +60,32 @@ def inputs_of(split: dict) -> dict:
 
 def concat_inputs(a: dict, b: dict) -> dict:
   return {m: jnp.concatenate([a[m], b[m]], axis=0) for m in a}
+
+
+def embed_task(model, params, support: dict, query: dict, *, train: bool, key,
+               batch_norm: str):
+  """Support and query embedded in one model call -> (fused [N*K + M, d], aligned).
+
+  Batch statistics from both ("transductive") or from the support rows ("inductive").
+  """
+  n_support = support["label"].shape[0]
+  inputs = concat_inputs(inputs_of(support), inputs_of(query))
+  stats = batch_stats_from(n_support) if batch_norm == "inductive" else contextlib.nullcontext()
+  with stats:
+    return model.apply(params, inputs, train=train, key=key)
+
+
+def embed_query(model, params, support: dict, query: dict, *, train: bool, key,
+                batch_norm: str):
+  """The query embedded on its own -> (fused [M, d], aligned), batch statistics from the
+  query ("transductive") or from the support ("inductive": support and query go through the
+  model together and the support rows are dropped)."""
+  if batch_norm != "inductive":
+    return model.apply(params, inputs_of(query), train=train, key=key)
+  n_support = support["label"].shape[0]
+  fused, aligned = embed_task(model, params, support, query, train=train, key=key,
+                              batch_norm=batch_norm)
+  return fused[n_support:], {m: z[n_support:] for m, z in aligned.items()}
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

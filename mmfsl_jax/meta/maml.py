@@ -1,109 +1,171 @@
-"""MAML (Finn et al. 2017): second-order by default, first-order with a switch.
+"""MAML (Finn et al. 2017) and its MAML++ options; the parts the MAML family shares.
 
-The learner's params are the model's plus a linear "head" [d -> N]. For each task the
-parameters matched by `inner_params` (a regular expression over '/'-joined param paths,
-e.g. "head/.*" adapts only the head) take `inner_steps` SGD steps on the support loss;
-the query loss at the adapted parameters is the task loss. The inner loop is a `lax.scan`
-(or `lax.fori_loop`, same result) over `jax.grad`, so the meta-gradient differentiates
-through it (second order). With `first_order=True` the inner gradients are treated as
-constants (`stop_gradient`), giving first-order MAML.
+The learner's params are {"model": ..., "head": linear [d -> N]} (plus "inner_lr" when inner
+rates are learned). For each task the parameters matched by `inner_params` (a regular
+expression over '/'-joined param paths, e.g. "head/.*" adapts only the head; see paths.py)
+take `inner_steps` gradient steps on the support loss (inner.py); the query loss at the
+adapted parameters is the task loss. Second order by default: the meta-gradient goes
+through the inner loop; `first_order=True` treats the inner gradients as constants.
 
-Batch norm uses the statistics of the batch it sees: the support set during adaptation, the
-query set for the task loss (the transductive setting of the original MAML).
-The head starts at zero by default, which makes the initial model indifferent to the
-random label order of each task.
+MAML++ options (Antoniou et al. 2019):
+- `per_step_inner_lr`: a learned inner rate per step and per adapted tensor (starting at
+  `inner_lr`), meta-trained with the initialisation;
+- `multi_step_loss`: the task loss is the mean of the query losses after every inner step
+  (uniform weights; MAML++ anneals them towards the last step), metrics are the last step's;
+- `inner_checkpoint`: `jax.checkpoint` around each inner step, so the memory of the
+  backward pass stays flat as inner steps grow, at the price of recomputing each step.
+`per_parameter_lr=True` is Meta-SGD (metasgd.py): a learned rate per parameter entry.
+
+Batch norm: `batch_norm="transductive"` uses the support set's statistics while adapting
+and the query set's for the query loss (the original MAML); "inductive" normalises the
+query with the support set's statistics (see base.py). The head starts at zero by default,
+which makes the initial model indifferent to the random label order of each task.
 """
 from __future__ import annotations
 
-import re
+from typing import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from mmfsl_jax.meta.base import MetaLearner, cross_entropy, inputs_of, query_objective
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta import inner
+from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, embed_query,
+                                 inputs_of, query_objective)
+from mmfsl_jax.meta.paths import merge, path_mask, select
 from mmfsl_jax.model import MultimodalModel
 
-
-def path_mask(params, pattern: str):
-  """A pytree of bools like `params`: True where the '/'-joined path fully matches `pattern`."""
-  regex = re.compile(pattern)
-
-  def matches(path, _):
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    return bool(regex.fullmatch(name))
-
-  mask = jax.tree_util.tree_map_with_path(matches, params)
-  if not any(jax.tree_util.tree_leaves(mask)):
-    names = ["/".join(str(getattr(k, "key", k)) for k in p)
-             for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    raise ValueError(f"inner_params={pattern!r} matches no parameter; paths look like "
-                     f"{names[:6]}")
-  return mask
+__all__ = ["adapted_task_loss", "family_learner", "from_config", "head_module",
+           "inner_options", "maml", "path_mask"]
 
 
-def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: float = 0.4,
-         first_order: bool = False, inner_loop: str = "scan", inner_params: str = ".*",
-         head_init: str = "zeros", align_weight: float = 0.0,
-         align_temperature: float = 0.1) -> MetaLearner:
-  if inner_loop not in ("scan", "fori"):
-    raise ValueError(f"unknown inner_loop {inner_loop!r}; choose 'scan' or 'fori'")
-  if inner_steps < 1:
-    raise ValueError(f"inner_steps must be at least 1, got {inner_steps}")
-  head_module = nn.Dense(n_way, kernel_init=nn.initializers.zeros if head_init == "zeros"
-                         else nn.initializers.lecun_normal())
+def head_module(n_way: int, head_init: str = "zeros") -> nn.Dense:
+  if head_init not in ("zeros", "normal"):
+    raise UserError(f"unknown head_init {head_init!r}; choose 'zeros' or 'normal'")
+  return nn.Dense(n_way, kernel_init=nn.initializers.zeros if head_init == "zeros"
+                  else nn.initializers.lecun_normal())
 
-  def logits_and_aligned(params, inputs, train, key):
-    fused, aligned = model.apply(params["model"], inputs, train=train, key=key)
-    return head_module.apply({"params": params["head"]}, fused), aligned
+
+def inner_options(*, inner_steps: int, inner_lr: float, first_order: bool, inner_loop: str,
+                  per_step_inner_lr: bool, per_parameter_lr: bool, lr_steps: int | None,
+                  inner_checkpoint: bool) -> inner.InnerLoop:
+  learned = ("per_parameter" if per_parameter_lr else
+             "per_tensor" if per_step_inner_lr else "none")
+  return inner.InnerLoop(steps=inner_steps, lr=inner_lr, first_order=first_order,
+                         loop=inner_loop, learned_lr=learned, per_step_lr=per_step_inner_lr,
+                         lr_steps=lr_steps, checkpoint=inner_checkpoint).check()
+
+
+def core_params(params) -> dict:
+  """The model and head (what the inner loop may adapt), without learned rates."""
+  return {"model": params["model"], "head": params["head"]}
+
+
+def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable, key,
+                      options: inner.InnerLoop, multi_step_loss: bool):
+  """The inner loop on the masked part of params, then the query objective.
+
+  support_loss(fast, key) -> scalar and query_loss(fast) -> (loss, metrics) take the adapted
+  part (`paths.select` of the core params). Returns (loss, metrics, fast).
+  """
+  fast = select(core_params(params), mask)
+  observe = query_loss if multi_step_loss else None
+  fast, inner_losses, observed = inner.run(support_loss, fast, params.get("inner_lr"), key,
+                                           options, observe)
+  if multi_step_loss:
+    losses, per_step = observed
+    loss, metrics = losses.mean(), jax.tree_util.tree_map(lambda v: v[-1], per_step)
+  else:
+    loss, metrics = query_loss(fast)
+  return loss, dict(metrics, inner_loss=inner_losses.mean()), fast
+
+
+def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
+                   options: inner.InnerLoop, multi_step_loss: bool,
+                   run_inner: Callable) -> MetaLearner:
+  """A MetaLearner from `run_inner(params, task, key, multi_step_loss, train)`, which returns
+  (loss, metrics with the query "logits", adapted core params); `mask_of(core)` is the
+  inner-loop subset."""
 
   def init(key, task):
     k_model, k_head = jax.random.split(key)
     inputs = inputs_of(task["support"])
     model_params = model.init(k_model, inputs)
     fused, _ = model.apply(model_params, inputs)
-    return {"model": model_params, "head": head_module.init(k_head, fused)["params"]}
-
-  def support_loss(params, support, key):
-    logits, _ = logits_and_aligned(params, inputs_of(support), True, key)
-    return cross_entropy(logits, support["label"])
-
-  def adapt(params, support, key):
-    """Parameters after `inner_steps` SGD steps on the support loss, and that loss's mean."""
-    adapt_mask = path_mask(params, inner_params)
-    keys = jax.random.split(key, inner_steps) if key is not None else None
-
-    def step(fast, step_key):
-      loss, grads = jax.value_and_grad(support_loss)(fast, support, step_key)
-      if first_order:
-        grads = jax.lax.stop_gradient(grads)
-      fast = jax.tree_util.tree_map(lambda p, g, m: p - inner_lr * g if m else p,
-                                    fast, grads, adapt_mask)
-      return fast, loss
-
-    if inner_loop == "scan":
-      fast, losses = jax.lax.scan(step, params, keys, length=inner_steps)
-      return fast, losses.mean()
-
-    def fori_body(i, carry):
-      fast, total = carry
-      fast, loss = step(fast, None if keys is None else keys[i])
-      return fast, total + loss
-
-    fast, total = jax.lax.fori_loop(0, inner_steps, fori_body, (params, jnp.zeros(())))
-    return fast, total / inner_steps
+    params = {"model": model_params, "head": head.init(k_head, fused)["params"]}
+    rates = inner.init_rates(select(params, mask_of(params)), options)
+    return params if rates is None else dict(params, inner_lr=rates)
 
   def task_loss(params, task, key=None):
-    k_inner, k_outer = jax.random.split(key) if key is not None else (None, None)
-    fast, inner_loss = adapt(params, task["support"], k_inner)
-    query = task["query"]
-    logits, aligned = logits_and_aligned(fast, inputs_of(query), True, k_outer)
-    loss, metrics = query_objective(logits, query["label"], aligned, align_weight,
-                                    align_temperature)
-    return loss, dict(metrics, inner_loss=inner_loss)
+    loss, metrics, _ = run_inner(params, task, key, multi_step_loss, True)
+    return loss, {k: v for k, v in metrics.items() if k != "logits"}
 
   def predict(params, task, key=None):
-    fast, _ = adapt(params, task["support"], key)
-    return logits_and_aligned(fast, inputs_of(task["query"]), False, None)[0]
+    return run_inner(params, task, key, False, False)[1]["logits"]
 
-  return MetaLearner(init, task_loss, predict)
+  def adapt(params, task, key=None):
+    return run_inner(params, task, key, False, True)[2]
+
+  return MetaLearner(init, task_loss, predict, adapt)
+
+
+def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: float = 0.4,
+         first_order: bool = False, inner_loop: str = "scan", inner_params: str = ".*",
+         head_init: str = "zeros", align_weight: float = 0.0, align_temperature: float = 0.1,
+         per_step_inner_lr: bool = False, per_parameter_lr: bool = False,
+         lr_steps: int | None = None, multi_step_loss: bool = False,
+         inner_checkpoint: bool = False, batch_norm: str = "transductive") -> MetaLearner:
+  """`lr_steps`: how many steps learned per-step rates are stored for (default
+  `inner_steps`); build the evaluation learner with the training value."""
+  options = inner_options(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
+                          inner_loop=inner_loop, per_step_inner_lr=per_step_inner_lr,
+                          per_parameter_lr=per_parameter_lr, lr_steps=lr_steps,
+                          inner_checkpoint=inner_checkpoint)
+  check_batch_norm(batch_norm)
+  head = head_module(n_way, head_init)
+
+  def logits_of(core, fused):
+    return head.apply({"params": core["head"]}, fused)
+
+  def run_inner(params, task, key, multi_step_loss, train):
+    core = core_params(params)
+    mask = path_mask(core, inner_params)
+    support, query = task["support"], task["query"]
+    k_inner, k_outer = jax.random.split(key) if key is not None else (None, None)
+
+    def support_loss(fast, step_key):
+      p = merge(core, fast)
+      fused, _ = model.apply(p["model"], inputs_of(support), train=True, key=step_key)
+      return cross_entropy(logits_of(p, fused), support["label"])
+
+    def query_pass(fast):
+      p = merge(core, fast)
+      fused, aligned = embed_query(model, p["model"], support, query, train=train,
+                                   key=k_outer, batch_norm=batch_norm)
+      logits = logits_of(p, fused)
+      loss, metrics = query_objective(logits, query["label"], aligned, align_weight,
+                                      align_temperature)
+      return loss, dict(metrics, logits=logits)
+
+    loss, metrics, fast = adapted_task_loss(params, mask, support_loss, query_pass, k_inner,
+                                            options, multi_step_loss)
+    return loss, metrics, merge(core, fast)
+
+  return family_learner(model, head, lambda core: path_mask(core, inner_params), options,
+                        multi_step_loss, run_inner)
+
+
+def family_kwargs(config, for_eval: bool) -> dict:
+  """The MAML-family settings of a config (evaluation may run more inner steps)."""
+  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
+  return dict(n_way=config.n_way, inner_steps=steps, lr_steps=config.inner_steps,
+              inner_lr=config.inner_lr, first_order=config.first_order,
+              inner_loop=config.inner_loop, per_step_inner_lr=config.per_step_inner_lr,
+              multi_step_loss=config.multi_step_loss, inner_checkpoint=config.inner_checkpoint,
+              batch_norm=config.batch_norm, align_weight=config.align_weight,
+              align_temperature=config.align_temperature)
+
+
+def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
+                num_classes: int | None = None) -> MetaLearner:
+  return maml(model, inner_params=config.inner_params, **family_kwargs(config, for_eval))

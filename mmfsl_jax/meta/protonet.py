@@ -1,8 +1,9 @@
 """Prototypical networks (Snell et al. 2017) over the multimodal embedding.
 
-Support and query are encoded in one call (so batch norm sees the whole task), class
-prototypes are the mean support embeddings, and logits are negative squared euclidean
-distances or scaled cosine similarities to them.
+Support and query are encoded in one call (batch norm statistics from the whole task, or
+from the support alone with `batch_norm="inductive"`; see base.py), class prototypes are the
+mean support embeddings, and logits are negative squared euclidean distances or scaled
+cosine similarities to them.
 
 `fuse_level="example"` fuses each example and averages fused vectors; `fuse_level="class"`
 averages each modality into per-class prototypes first and fuses those (AM3-style per-class
@@ -13,7 +14,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmfsl_jax.meta.base import MetaLearner, concat_inputs, inputs_of, query_objective
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
+                                 inputs_of, query_objective)
 from mmfsl_jax.model import MultimodalModel
 
 DISTANCES = ("euclidean", "cosine")
@@ -35,16 +38,18 @@ def prototype_logits(queries: jax.Array, prototypes: jax.Array, distance: str,
     q = queries / (jnp.linalg.norm(queries, axis=-1, keepdims=True) + 1e-8)
     p = prototypes / (jnp.linalg.norm(prototypes, axis=-1, keepdims=True) + 1e-8)
     return cosine_scale * q @ p.T
-  raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+  raise UserError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
 
 
 def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
              cosine_scale: float = 10.0, fuse_level: str = "example",
-             align_weight: float = 0.0, align_temperature: float = 0.1) -> MetaLearner:
+             align_weight: float = 0.0, align_temperature: float = 0.1,
+             batch_norm: str = "transductive") -> MetaLearner:
+  check_batch_norm(batch_norm)
   if distance not in DISTANCES:
-    raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+    raise UserError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
   if fuse_level not in ("example", "class"):
-    raise ValueError(f"unknown fuse_level {fuse_level!r}; choose 'example' or 'class'")
+    raise UserError(f"unknown fuse_level {fuse_level!r}; choose 'example' or 'class'")
 
   def init(key, task):
     return model.init(key, concat_inputs(inputs_of(task["support"]), inputs_of(task["query"])))
@@ -52,8 +57,8 @@ def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
   def forward(params, task, key, train):
     support, query = task["support"], task["query"]
     n_support = support["label"].shape[0]
-    inputs = concat_inputs(inputs_of(support), inputs_of(query))
-    fused, aligned = model.apply(params, inputs, train=train, key=key)
+    fused, aligned = embed_task(model, params, support, query, train=train, key=key,
+                                batch_norm=batch_norm)
     if fuse_level == "example":
       prototypes = class_means(fused[:n_support], support["label"], n_way)
     else:
@@ -72,3 +77,11 @@ def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
     return forward(params, task, key, False)[0]
 
   return MetaLearner(init, task_loss, predict)
+
+
+def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
+                num_classes: int | None = None) -> MetaLearner:
+  return protonet(model, n_way=config.n_way, distance=config.distance,
+                  cosine_scale=config.cosine_scale, fuse_level=config.fuse_level,
+                  align_weight=config.align_weight, align_temperature=config.align_temperature,
+                  batch_norm=config.batch_norm)

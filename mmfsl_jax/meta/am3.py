@@ -1,0 +1,142 @@
+"""AM3 (Xing et al. 2019): prototypes that mix in class-level text, adaptively per class.
+
+For each class c of a task, with p_c the mean support embedding (the model's fused
+embedding of the examples) and t_c the class's own text (task["class"]["text"]: a
+description or the class name, in label order) embedded by the model's text encoder and
+aligner:
+
+    w_c = g(t_c),   l_c = sigmoid(h(w_c)),   p'_c = l_c p_c + (1 - l_c) w_c
+
+with g [d -> d] and h [d -> 1] small MLPs (params["am3"]); queries are classified by their
+distance to p' as in ProtoNet (protonet.py). Examples are embedded with all their
+modalities (per-example fusion alongside the class-level text) or, with
+`example_modalities=("image",)`, as in the original AM3: image-only examples, text only per
+class. `fixed_lambda` replaces l by a constant (1: ProtoNet; 0: prototypes from text alone).
+
+A task without class-level text is an error, not a silent fall back to ProtoNet.
+Batch norm: support and query are embedded in one call (see base.py for the two modes).
+Metrics add "mix_weight", the mean l over the task's classes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
+                                 inputs_of, query_objective)
+from mmfsl_jax.meta.protonet import DISTANCES, class_means, prototype_logits
+from mmfsl_jax.model import MultimodalModel
+
+
+class _MLP(nn.Module):
+  hidden: int
+  out: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.out)(nn.relu(nn.Dense(self.hidden)(x)))
+
+
+def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
+        example_modalities: Sequence[str] | None = None, distance: str = "euclidean",
+        cosine_scale: float = 10.0, hidden: int = 64, fixed_lambda: float | None = None,
+        align_weight: float = 0.0, align_temperature: float = 0.1,
+        batch_norm: str = "transductive") -> MetaLearner:
+  if distance not in DISTANCES:
+    raise UserError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+  if class_modality not in model.modalities:
+    raise UserError(f"am3 embeds the class-level {class_modality!r} with the model's "
+                     f"encoder, but the model has only {list(model.modalities)}; add "
+                     f"{class_modality!r} to its modalities")
+  if example_modalities is not None:
+    example_modalities = tuple(example_modalities)
+    unknown = [m for m in example_modalities if m not in model.modalities]
+    if not example_modalities or unknown:
+      raise UserError(f"example_modalities={example_modalities} must be a non-empty subset "
+                       f"of the model's modalities {list(model.modalities)}")
+  if fixed_lambda is not None and not 0.0 <= fixed_lambda <= 1.0:
+    raise UserError(f"fixed_lambda must lie in [0, 1], got {fixed_lambda}")
+  check_batch_norm(batch_norm)
+
+  def class_inputs(task):
+    if class_modality not in task.get("class", {}):
+      raise UserError(
+          f"am3 needs class-level {class_modality!r} (task['class'][{class_modality!r}], one "
+          f"row per class in label order), but this task has "
+          f"{sorted(task.get('class', {})) or 'none'}; the dataset must provide "
+          f"ClassDataset.class_texts[{class_modality!r}] and {class_modality!r} must be one of "
+          f"the sampler's modalities")
+    return {class_modality: task["class"][class_modality]}
+
+  def examples(split):
+    keep = example_modalities or tuple(m for m in split if m != "label")
+    missing = [m for m in keep if m not in split]
+    if missing:
+      raise UserError(f"am3 example_modalities {keep}: the task's examples lack {missing}")
+    return {**{m: split[m] for m in keep}, "label": split["label"]}
+
+  h = _MLP(hidden, 1)
+
+  def g_module(dim):
+    return _MLP(hidden, dim)
+
+  def init(key, task):
+    k_model, k_g, k_h = jax.random.split(key, 3)
+    support, query = examples(task["support"]), examples(task["query"])
+    text = class_inputs(task)[class_modality]
+    inputs = concat_inputs(inputs_of(support), inputs_of(query))
+    labels = jnp.concatenate([support["label"], query["label"]])
+    for m in model.modalities:   # a modality the examples lack: its class-level rows
+      if m not in inputs:
+        inputs[m] = jnp.asarray(text if m == class_modality else task["class"][m])[labels]
+    model_params = model.init(k_model, inputs)
+    _, aligned = model.apply(model_params, {class_modality: text})
+    t = aligned[class_modality]
+    g_params = g_module(t.shape[-1]).init(k_g, t)["params"]
+    w = g_module(t.shape[-1]).apply({"params": g_params}, t)
+    return {"model": model_params,
+            "am3": {"g": g_params, "h": h.init(k_h, w)["params"]}}
+
+  def mixing(params, task, train, key):
+    """w [N, d] (text prototypes) and l [N, 1] (weight of the example prototypes)."""
+    _, aligned = model.apply(params["model"], class_inputs(task), train=train, key=key)
+    t = aligned[class_modality]
+    w = g_module(t.shape[-1]).apply({"params": params["am3"]["g"]}, t)
+    if fixed_lambda is not None:
+      return w, jnp.full((w.shape[0], 1), fixed_lambda, w.dtype)
+    return w, jax.nn.sigmoid(h.apply({"params": params["am3"]["h"]}, w))
+
+  def forward(params, task, key, train):
+    support, query = examples(task["support"]), examples(task["query"])
+    k_examples, k_text = jax.random.split(key) if key is not None else (None, None)
+    fused, aligned = embed_task(model, params["model"], support, query, train=train,
+                                key=k_examples, batch_norm=batch_norm)
+    n_support = support["label"].shape[0]
+    prototypes = class_means(fused[:n_support], support["label"], n_way)
+    w, lam = mixing(params, task, train, k_text)
+    prototypes = lam * prototypes + (1.0 - lam) * w
+    logits = prototype_logits(fused[n_support:], prototypes, distance, cosine_scale)
+    return logits, aligned, lam
+
+  def task_loss(params, task, key=None):
+    logits, aligned, lam = forward(params, task, key, True)
+    loss, metrics = query_objective(logits, task["query"]["label"], aligned, align_weight,
+                                    align_temperature)
+    return loss, dict(metrics, mix_weight=lam.mean())
+
+  def predict(params, task, key=None):
+    return forward(params, task, key, False)[0]
+
+  return MetaLearner(init, task_loss, predict)
+
+
+def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
+                num_classes: int | None = None) -> MetaLearner:
+  return am3(model, n_way=config.n_way, example_modalities=(
+      tuple(config.am3_example_modalities) or None), distance=config.distance,
+             cosine_scale=config.cosine_scale, align_weight=config.align_weight,
+             align_temperature=config.align_temperature, batch_norm=config.batch_norm)

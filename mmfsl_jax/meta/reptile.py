@@ -1,0 +1,112 @@
+"""Reptile (Nichol et al. 2018): move the initialisation towards the task-adapted parameters.
+
+For each task the parameters matched by `inner_params` take `inner_steps` SGD steps of rate
+`inner_lr` on the support loss (first order: nothing is differentiated through the loop),
+giving phi. The task loss is
+
+    0.5 * ||theta - stop_gradient(phi)||^2      (over the adapted parameters)
+
+whose gradient is theta - phi, so the meta-step's mean over the task batch is the batched
+Reptile direction theta - mean(phi), and the outer optimizer applies it: plain SGD of rate
+eps (`optimizer=sgd` adds momentum 0.9) is Reptile's theta <- theta + eps (mean(phi) - theta);
+Adam (the default) rescales it per parameter. Parameters outside `inner_params` get no
+gradient, so they stay at their initial values. With one inner step the direction is just
+the support gradient (joint training); Reptile needs several (e.g. inner_steps=5).
+
+The reported "loss" and "accuracy" are the query's at phi; "objective" is the Reptile loss.
+The inner loss includes `align_weight` x InfoNCE of the support's modalities, so alignment is
+part of what each task trains. `predict` adapts on the support set, then classifies the
+query. Batch norm as in maml.py.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mmfsl_jax.meta import inner
+from mmfsl_jax.meta.base import (MetaLearner, alignment_loss, check_batch_norm, cross_entropy,
+                                 embed_query, inputs_of, query_objective)
+from mmfsl_jax.meta.maml import core_params, head_module
+from mmfsl_jax.meta.paths import merge, path_mask, select
+from mmfsl_jax.model import MultimodalModel
+
+
+def reptile_objective(theta, phi) -> jax.Array:
+  """0.5 * ||theta - stop_gradient(phi)||^2 summed over all leaves; gradient theta - phi."""
+  phi = jax.lax.stop_gradient(phi)
+  return 0.5 * sum(jnp.sum(jnp.square(t - p)) for t, p in
+                   zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)))
+
+
+def reptile_step(loss_fn, theta, key, options: inner.InnerLoop):
+  """SGD from theta on `loss_fn(phi, key)`, then the Reptile objective.
+
+  Returns (objective, phi, support losses [steps]).
+  """
+  options = options._replace(first_order=True, learned_lr="none", per_step_lr=False)
+  phi, losses, _ = inner.run(loss_fn, jax.lax.stop_gradient(theta), None, key, options)
+  return reptile_objective(theta, phi), phi, losses
+
+
+def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
+            inner_lr: float = 0.4, inner_loop: str = "scan", inner_params: str = ".*",
+            head_init: str = "zeros", align_weight: float = 0.0,
+            align_temperature: float = 0.1, batch_norm: str = "transductive") -> MetaLearner:
+  options = inner.InnerLoop(steps=inner_steps, lr=inner_lr, first_order=True,
+                            loop=inner_loop).check()
+  check_batch_norm(batch_norm)
+  head = head_module(n_way, head_init)
+
+  def init(key, task):
+    k_model, k_head = jax.random.split(key)
+    inputs = inputs_of(task["support"])
+    model_params = model.init(k_model, inputs)
+    fused, _ = model.apply(model_params, inputs)
+    return {"model": model_params, "head": head.init(k_head, fused)["params"]}
+
+  def run_inner(params, task, key):
+    core = core_params(params)
+    frozen = jax.lax.stop_gradient(core)
+    support = task["support"]
+
+    def support_loss(fast, step_key):
+      p = merge(frozen, fast)
+      fused, aligned = model.apply(p["model"], inputs_of(support), train=True, key=step_key)
+      loss = cross_entropy(head.apply({"params": p["head"]}, fused), support["label"])
+      if align_weight:
+        loss = loss + align_weight * alignment_loss(aligned, align_temperature)
+      return loss
+
+    theta = select(core, path_mask(core, inner_params))
+    objective, phi, losses = reptile_step(support_loss, theta, key, options)
+    return objective, merge(frozen, phi), losses
+
+  def query_pass(adapted, task, key, train):
+    fused, aligned = embed_query(model, adapted["model"], task["support"], task["query"],
+                                 train=train, key=key, batch_norm=batch_norm)
+    logits = head.apply({"params": adapted["head"]}, fused)
+    return logits, query_objective(logits, task["query"]["label"], aligned, align_weight,
+                                   align_temperature)[1]
+
+  def task_loss(params, task, key=None):
+    k_inner, k_query = jax.random.split(key) if key is not None else (None, None)
+    objective, adapted, losses = run_inner(params, task, k_inner)
+    _, metrics = query_pass(adapted, task, k_query, True)
+    return objective, dict(metrics, inner_loss=losses.mean(), reptile_loss=objective)
+
+  def predict(params, task, key=None):
+    return query_pass(run_inner(params, task, key)[1], task, None, False)[0]
+
+  def adapt(params, task, key=None):
+    return run_inner(params, task, key)[1]
+
+  return MetaLearner(init, task_loss, predict, adapt)
+
+
+def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
+                num_classes: int | None = None) -> MetaLearner:
+  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
+  return reptile(model, n_way=config.n_way, inner_steps=steps, inner_lr=config.inner_lr,
+                 inner_loop=config.inner_loop, inner_params=config.inner_params,
+                 align_weight=config.align_weight, align_temperature=config.align_temperature,
+                 batch_norm=config.batch_norm)
