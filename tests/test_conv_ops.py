@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mmfsl_jax.encoders import conv4, resnet12
-from mmfsl_jax.encoders.conv_ops import conv_same, image_patches, resolve_impl
+from mmfsl_jax.encoders.conv_ops import conv_same, image_patches, max_pool_2x2, resolve_impl
 
 
 def test_image_patches_order_matches_kernel_layout():
@@ -61,6 +61,17 @@ def test_encoders_share_parameters_and_function_across_impls(make):
   g_ref = jax.grad(lambda p: jnp.sum(reference.apply(p, x) ** 2))(params)
   for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("size", [(6, 8), (7, 5)])
+def test_reshape_max_pool_equals_reduce_window_pool(size):
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, *size, 3)))
+    np.testing.assert_array_equal(max_pool_2x2(x, "matmul"), max_pool_2x2(x, "xla"))
+    assert max_pool_2x2(x).shape == (2, (size[0] + 1) // 2, (size[1] + 1) // 2, 3)
+    grads = [jax.grad(lambda a: jnp.sum(jnp.sin(max_pool_2x2(a, impl))))(x)
+             for impl in ("matmul", "xla")]  # no ties in random data: same subgradient
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_impl_is_refused_with_the_choices():

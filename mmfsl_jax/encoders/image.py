@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmfsl_jax.component import Component, from_linen
-from mmfsl_jax.encoders.conv_ops import Conv, resolve_impl
+from mmfsl_jax.encoders.conv_ops import Conv, max_pool_2x2, resolve_impl
 
 
 class BatchStatNorm(nn.Module):
@@ -64,8 +64,8 @@ def batch_stats_from(rows: int) -> Iterator[None]:
 class Conv4(nn.Module):
   """`num_blocks` x [conv3x3-`channels`, batch norm, ReLU, 2x2 max-pool], then flatten.
 
-  `conv_impl` chooses how convolutions are computed (conv_ops.IMPLS; same parameters and
-  function either way)."""
+  `conv_impl` chooses how convolutions and pooling are computed (conv_ops.IMPLS; same
+  parameters and function either way)."""
   channels: int = 64
   num_blocks: int = 4
   conv_impl: str = "auto"
@@ -75,7 +75,7 @@ class Conv4(nn.Module):
     for _ in range(self.num_blocks):
       x = Conv(self.channels, (3, 3), impl=self.conv_impl)(x)
       x = nn.relu(BatchStatNorm()(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = max_pool_2x2(x, self.conv_impl)
     return x.reshape(x.shape[0], -1)
 
 
@@ -94,7 +94,7 @@ class ResidualBlock12(nn.Module):
       if i < 2:
         h = nn.leaky_relu(h, 0.1)
     h = nn.leaky_relu(h + shortcut, 0.1)
-    return nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
+    return max_pool_2x2(h, self.conv_impl)
 
 
 class ResNet12(nn.Module):
