@@ -4,6 +4,7 @@
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
+    mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]   meta-step speed
 
 User errors (bad config, paths, impossible requests, data that is not there) print one clear
 message and exit with status 2; set MMFSL_DEBUG=1 to see the traceback as well.
@@ -64,7 +65,33 @@ def _parser() -> argparse.ArgumentParser:
   throughput.add_argument("--config", default="default")
   throughput.add_argument("--batches", type=int, default=20, help="task batches timed (default 20)")
   throughput.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+  bench = commands.add_parser(
+      "bench", help="meta-step tasks/s, compile time and memory on the canonical MAML "
+                    "workload and variants, optionally against the PyTorch peer")
+  bench.add_argument("--variants", default="maml",
+                     help="comma-separated, from: " + ", ".join(_bench_variants()) + " (or all)")
+  bench.add_argument("--iters", type=int, default=5, help="timed meta-steps per variant (median)")
+  bench.add_argument("--peer-python", default=None,
+                     help="a Python interpreter with torch: run the peer on each variant too")
+  bench.add_argument("--peers-dir", default=None, help="directory of torch_maml_bench.py")
+  bench.add_argument("--peer-iters", type=int, default=None, help="peer's timed steps (default: --iters)")
+  bench.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="config overrides applied to every variant (e.g. conv_impl=xla)")
   return parser
+
+
+def _bench_variants():
+  from mmfsl_jax.bench import VARIANTS
+  return list(VARIANTS)
+
+
+def _bench(args) -> int:
+  from mmfsl_jax.bench import bench
+  names = _bench_variants() if args.variants == "all" else [
+      v.strip() for v in args.variants.split(",") if v.strip()]
+  bench(names, iters=args.iters, overrides=args.overrides, peer_python=args.peer_python,
+        peers_dir=args.peers_dir, peer_iters=args.peer_iters)
+  return 0
 
 
 def _train(args) -> int:
@@ -153,6 +180,8 @@ def main(argv=None) -> int:
       return _train(args)
     if args.command == "eval":
       return _eval(args)
+    if args.command == "bench":
+      return _bench(args)
     return _data(args)
   except _USER_ERRORS as error:
     if os.environ.get("MMFSL_DEBUG"):

@@ -1,0 +1,222 @@
+"""`mmfsl bench`: meta-step speed and memory on the canonical MAML workload and its variants.
+
+The canonical workload is the one of the PyTorch peer script (torch_maml_bench.py): Conv4 with
+64 filters and batch-statistics batch norm on 28x28x1 random inputs, 5-way 1-shot, 15 queries
+per class, meta-batch 32, one inner SGD step of lr 0.4, second-order meta-gradient, Adam.
+Each variant changes one thing. The library's own meta-step runs (`make_meta_step` over the
+learner `factory.build_learner` builds, image projection and head included), so the figures
+are those of training, not of a stripped-down copy.
+
+For each variant: tasks/s (median over `iters` meta-steps after one warm-up step), compile
+time (lowering + XLA compilation of the meta-step), XLA's memory estimate of the compiled
+step (arguments + outputs + temporaries), the device's peak memory where the backend reports
+it, and whether the jitted step compiled more than once. With `peer_python` (an interpreter
+with torch) it runs the peer script on the same variant in the same process tree, one after
+the other, and prints the ratio of tasks/s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmfsl_jax import config as config_lib
+from mmfsl_jax.data.prepare import TextInfo
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.meta.step import init_train_state, make_meta_step
+
+CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image_encoder="conv4",
+                 conv_channels=64, embed_dim=64, method="maml", inner_steps=1, inner_lr=0.4,
+                 first_order=False, n_way=5, k_shot=1, q_query=15, meta_batch=32,
+                 learning_rate=1e-3, grad_clip=0.0)
+TEXT_LENGTH, VOCAB_SIZE = 12, 200
+
+# name -> (config changes, the peer variants it is compared with). "l2l" runs only where
+# learn2learn is importable by the peer's interpreter.
+MAML_PEERS = ("l2l", "loop")
+VARIANTS = {
+    "maml": ({}, MAML_PEERS),
+    "maml_b8": ({"meta_batch": 8}, MAML_PEERS),
+    "maml_b128": ({"meta_batch": 128}, MAML_PEERS),
+    "maml_steps5": ({"inner_steps": 5}, MAML_PEERS),
+    "maml_steps10": ({"inner_steps": 10}, MAML_PEERS),
+    "fomaml": ({"first_order": True}, ("loop_fo",)),
+    "anil": ({"method": "anil"}, ("anil",)),
+    "protonet": ({"method": "protonet"}, ("protonet",)),
+    "maml_fused": ({"modalities": ("image", "text"), "fuser": "weighted"}, ()),
+}
+# Peer variants the extra script (torch_peer_extra.py) provides rather than the peer's own.
+EXTRA_PEER_VARIANTS = ("anil", "protonet")
+
+
+@dataclasses.dataclass
+class BenchResult:
+  variant: str
+  backend: str
+  meta_batch: int
+  inner_steps: int
+  tasks_per_s: float
+  median_step_s: float
+  compile_s: float
+  compiled_memory_mb: float
+  peak_device_memory_mb: float | None
+  compiles: int
+  peers: dict = dataclasses.field(default_factory=dict)    # peer name -> tasks/s
+  ratios: dict = dataclasses.field(default_factory=dict)   # peer name -> ours / theirs
+
+
+def variant_config(name: str, overrides: Sequence[str] = ()):
+  if name not in VARIANTS:
+    raise UserError(f"unknown bench variant {name!r}; choose from {', '.join(VARIANTS)}")
+  config = config_lib.base_config()
+  config.update(CANONICAL)
+  config.update(VARIANTS[name][0])
+  config_lib.apply_overrides(config, overrides)
+  config_lib.validate(config)
+  return config
+
+
+def random_batch(config, seed: int = 0) -> dict:
+  """A task batch shaped like the sampler's: support/query images (and word ids) and labels."""
+  rng = np.random.default_rng(seed)
+  b, n = config.meta_batch, config.n_way
+
+  def split(per_class):
+    labels = np.tile(np.repeat(np.arange(n), per_class), (b, 1)).astype(np.int32)
+    part = {"label": labels}
+    if "image" in config.modalities:
+      part["image"] = rng.normal(size=(b, n * per_class, config.image_size, config.image_size,
+                                       1)).astype(np.float32)
+    if "text" in config.modalities:
+      part["text"] = rng.integers(1, VOCAB_SIZE, size=(b, n * per_class, TEXT_LENGTH),
+                                  dtype=np.int32)
+    return part
+
+  return {"support": split(config.k_shot), "query": split(config.q_query)}
+
+
+def _compiled_memory_mb(compiled) -> float:
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return float("nan")
+  total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  return total / 2**20
+
+
+def _peak_device_memory_mb() -> float | None:
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
+def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
+  config = variant_config(name, overrides)
+  text_info = TextInfo("ids", vocab_size=VOCAB_SIZE) if "text" in config.modalities else None
+  model = build_model(config, text_info, None)
+  learner = build_learner(config, model)
+  optimizer = build_optimizer(config)
+  batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))
+  one_task = jax.tree_util.tree_map(lambda x: x[0], batch)
+  state = init_train_state(learner, optimizer, one_task, config.seed)
+  step = make_meta_step(learner, optimizer)
+
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  memory_mb = _compiled_memory_mb(compiled)
+
+  state, metrics = step(state, batch)  # warm-up (and the jit cache's one compilation)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  if not np.isfinite(float(metrics["loss"])):
+    raise RuntimeError(f"bench variant {name}: the meta-step gave a non-finite loss")
+  median = statistics.median(times)
+  return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
+                     config.meta_batch / median, median, compile_s, memory_mb,
+                     _peak_device_memory_mb(), step._cache_size())
+
+
+def has_learn2learn(python: str) -> bool:
+  probe = "import importlib.util as u; print(u.find_spec('learn2learn') is not None)"
+  done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+  return done.stdout.strip() == "True"
+
+
+def run_peer(name: str, peer_variant: str, python: str, peers_dir: Path, extra_script: Path, *,
+             iters: int, overrides: Sequence[str] = ()) -> dict:
+  """The peer's result for one of its variants on this bench variant (its JSON line)."""
+  config = variant_config(name, overrides)
+  script = extra_script if peer_variant in EXTRA_PEER_VARIANTS else peers_dir / "torch_maml_bench.py"
+  if not script.is_file():
+    raise UserError(f"peer script {script} not found (give --peers-dir)")
+  command = [python, str(script), "--variant", peer_variant, "--ways", str(config.n_way),
+             "--shots", str(config.k_shot), "--queries", str(config.q_query),
+             "--meta-batch", str(config.meta_batch), "--steps", str(config.inner_steps),
+             "--inner-lr", str(config.inner_lr), "--iters", str(iters)]
+  if script == extra_script:
+    command += ["--peers-dir", str(peers_dir)]
+  done = subprocess.run(command, capture_output=True, text=True)
+  lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+  if done.returncode != 0 or not lines:
+    raise RuntimeError(f"peer run failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+  return json.loads(lines[-1])
+
+
+def format_result(r: BenchResult) -> str:
+  peak = "-" if r.peak_device_memory_mb is None else f"{r.peak_device_memory_mb:.0f}"
+  line = (f"{r.variant:<13} B={r.meta_batch:<4} steps={r.inner_steps:<3} "
+          f"{r.tasks_per_s:8.2f} tasks/s  step {r.median_step_s:7.3f} s  "
+          f"compile {r.compile_s:6.1f} s  compiled mem {r.compiled_memory_mb:8.1f} MB  "
+          f"peak dev mem {peak} MB  compiles {r.compiles}")
+  for peer, tasks_per_s in r.peers.items():
+    line += f"  | {peer} {tasks_per_s:.2f} tasks/s, ratio {r.ratios[peer]:.2f}x"
+  return line
+
+
+def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] = (),
+          peer_python: str | None = None, peers_dir: str | None = None,
+          peer_iters: int | None = None) -> list[BenchResult]:
+  """Runs each variant (and its peer, when `peer_python` is given); prints one line each."""
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown:
+    raise UserError(f"unknown bench variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+  if iters < 1:
+    raise UserError(f"--iters must be at least 1, got {iters}")
+  extra_script = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "torch_peer_extra.py"
+  peers = Path(peers_dir) if peers_dir else None
+  if peer_python and (peers is None or not (peers / "torch_maml_bench.py").is_file()):
+    raise UserError(f"--peer-python needs --peers-dir, the directory of torch_maml_bench.py "
+                    f"(got {peers_dir!r})")
+  with_l2l = bool(peer_python) and has_learn2learn(peer_python)
+  if peer_python and not with_l2l:
+    print(f"note: learn2learn is not importable by {peer_python}; comparing with the peer's "
+          f"plain per-task loop only", flush=True)
+  results = []
+  for name in variants:
+    result = run_variant(name, iters=iters, overrides=overrides)
+    for peer_variant in VARIANTS[name][1] if peer_python else ():
+      if peer_variant == "l2l" and not with_l2l:
+        continue
+      peer = run_peer(name, peer_variant, peer_python, peers, extra_script,
+                      iters=peer_iters or iters, overrides=overrides)
+      result.peers[peer["peer"]] = peer["tasks_per_s"]
+      result.ratios[peer["peer"]] = result.tasks_per_s / peer["tasks_per_s"]
+    print(format_result(result), flush=True)
+    print(json.dumps(dataclasses.asdict(result)), flush=True)
+    results.append(result)
+  return results

@@ -1,0 +1,54 @@
+"""`mmfsl bench` on tiny shapes: it runs, prints every field, and computes peer ratios
+(the peer here is a stand-in script that prints a fixed JSON line, not PyTorch)."""
+import contextlib
+import io
+import json
+import sys
+
+import pytest
+
+from mmfsl_jax.cli import main
+
+TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1", "image_size=12"]
+FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
+          "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "peers",
+          "ratios"}
+FAKE_PEER = '''import json, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+print("warming up")
+print(json.dumps({"peer": "torch-" + args["--variant"], "tasks_per_s": 4.0,
+                  "meta_batch": int(args["--meta-batch"]), "steps": int(args["--steps"])}))
+'''
+
+
+def _run(argv):
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = main(argv)
+  return code, out.getvalue(), err.getvalue()
+
+
+def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilation_cache):
+  (tmp_path / "torch_maml_bench.py").write_text(FAKE_PEER)
+  code, out, err = _run(["bench", "--variants", "maml,fomaml", "--iters", "2", "--peer-python",
+                         sys.executable, "--peers-dir", str(tmp_path), *TINY])
+  assert code == 0, err
+  records = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+  assert [r["variant"] for r in records] == ["maml", "fomaml"]
+  for r in records:
+    assert set(r) == FIELDS
+    assert r["tasks_per_s"] > 0 and r["compile_s"] > 0 and r["compiled_memory_mb"] > 0
+    assert r["compiles"] == 1 and r["meta_batch"] == 2
+  # learn2learn is not importable by this interpreter: only the plain loops are compared.
+  assert "learn2learn is not importable" in out
+  assert records[0]["peers"] == {"torch-loop": 4.0}
+  assert records[1]["peers"] == {"torch-loop_fo": 4.0}
+  assert records[0]["ratios"]["torch-loop"] == pytest.approx(records[0]["tasks_per_s"] / 4.0)
+  assert "ratio" in out and "tasks/s" in out
+
+
+def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_path):
+  code, _, err = _run(["bench", "--variants", "mamll"])
+  assert code == 2 and "maml_b8" in err
+  code, _, err = _run(["bench", "--peer-python", sys.executable, "--peers-dir", str(tmp_path)])
+  assert code == 2 and "torch_maml_bench.py" in err
