@@ -10,33 +10,15 @@ trained with n_way=20. `smoke=True` shrinks it to a run of seconds.
 """
 import ml_collections
 
-from mmfsl_jax.config import base_config
+from mmfsl_jax.configs import omniglot_protonet
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = base_config()
-  config.dataset = "omniglot"
-  config.modalities = ("image",)
-  config.image_size = 28
-  config.augment = "none"
-  config.image_encoder = "conv4"
-  config.conv_channels = 64
-  config.embed_dim = 64
+  config = omniglot_protonet.get_config()   # data, encoder and schedule as there
   config.method = "maml"
   config.inner_steps = 1
   config.eval_inner_steps = 3
   config.inner_lr = 0.4
   config.first_order = False
-  config.n_way = 5
-  config.k_shot = 1
-  config.q_query = 5
   config.meta_batch = 8
-  config.learning_rate = 1e-3
-  config.num_steps = 5000
-  config.log_every = 50
-  config.eval_every = 500
-  config.checkpoint_every = 500
-  config.val_episodes = 200
-  config.eval_episodes = 600
-  config.eval_q_query = 15
   return config
