@@ -1,0 +1,79 @@
+"""The results table of experiments/omniglot, from the runs' eval_*.json and wall_time.json,
+with the published figures of ../shared/docs/ANCHORS.md beside them.
+
+    python experiments/omniglot/make_table.py            # print the tables
+    python experiments/omniglot/make_table.py --readme   # write README.md from README.md.in
+"""
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+# run name prefix -> (label, published 5w1s / 5w5s / 20w1s, from ANCHORS.md)
+METHODS = {
+    "protonet": ("ProtoNet", "Snell et al. 2017", {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0}),
+    "maml": ("MAML (2nd order)", "Finn et al. 2017", {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8}),
+    "fomaml": ("first-order MAML", "Finn et al. 2017", {"5w1s": 98.3, "5w5s": 99.2, "20w1s": 89.4}),
+}
+SETTINGS = ("5w1s", "5w5s", "20w1s")
+
+
+def runs():
+  for run in sorted(RUNS.glob("*")):
+    if (run / "wall_time.json").exists():
+      method = run.name.split("_")[0]
+      if method in METHODS:
+        yield run, method, json.loads((run / "config.json").read_text()), json.loads(
+            (run / "wall_time.json").read_text())
+
+
+def wall(wall_time) -> str:
+  minutes = f"{wall_time['train_seconds'] / 60:.0f} min"
+  if wall_time.get("paused_seconds"):
+    minutes += f" ({wall_time['paused_seconds'] / 60:.0f} of them paused)"
+  return minutes
+
+
+def trained_as(config) -> str:
+  return f"{config['n_way']}-way {config['k_shot']}-shot, {config['num_steps']} steps"
+
+
+def main():
+  print("| method | trained | test setting | accuracy % (95% CI) | published % | episodes | "
+        "train wall time |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  for run, method, config, wall_time in runs():
+    label, source, published = METHODS[method]
+    for setting in SETTINGS:
+      path = run / f"eval_{setting}.json"
+      if path.exists():
+        r = json.loads(path.read_text())
+        print(f"| {label} | {trained_as(config)} | {setting} | {100 * r['accuracy']['mean']:.2f}"
+              f" ± {100 * r['accuracy']['ci95']:.2f} | {published[setting]} ({source}) | "
+              f"{r['settings']['episodes']} | {wall(wall_time)} |")
+  print()
+  print("| method | trained | 20 one-shot runs of Lake et al. % | error % |")
+  print("| --- | --- | --- | --- |")
+  for run, method, config, wall_time in runs():
+    path = run / "eval_runs.json"
+    if path.exists():
+      r = json.loads(path.read_text())
+      print(f"| {METHODS[method][0]} | {trained_as(config)} | {100 * r['accuracy']:.2f} | "
+            f"{100 * r['error_rate']:.2f} |")
+  print("| people (Lake et al. 2015) | | 95.5 | 4.5 |")
+  print("| plain PyTorch ProtoNet on the same data (../shared/peers, 2,000 60-way 5-shot "
+        "episodes, 37 min) | | 88.25 | 11.75 |")
+
+
+if __name__ == "__main__":
+  if "--readme" in sys.argv:
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+      main()
+    template = (HERE / "README.md.in").read_text()
+    (HERE / "README.md").write_text(template.replace("TABLE", table.getvalue().rstrip()))
+  else:
+    main()

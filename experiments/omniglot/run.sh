@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Trains and evaluates every model of README.md's table on real Omniglot (the zips of
+# ../shared/data/omniglot, or $MMFSL_OMNIGLOT_DIR), one run after another, writing
+# runs/<name>/{config.json, metrics.jsonl, eval_<N>w<K>s.json, eval_runs.json, wall_time.json}.
+# Usage: bash experiments/omniglot/run.sh [name-filter-regex]   (from the repository root,
+# with mmfsl installed). Then: python experiments/omniglot/make_table.py
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+FILTER="${1:-.}"
+MMFSL="${MMFSL:-mmfsl}"
+DATA="${MMFSL_OMNIGLOT_DIR:-$HERE/../../../shared/data/omniglot}"
+EPISODES=600
+
+run() {  # name, config, "evals", overrides...   evals: space-separated NwKs and/or "runs"
+  local name="$1" config="$2" evals="$3"; shift 3
+  [[ "$name" =~ $FILTER ]] || return 0
+  local dir="$HERE/runs/$name"
+  if [[ -f "$dir/wall_time.json" ]]; then echo "skip $name (done)"; return 0; fi
+  echo "== $name: --config $config $*"
+  local t0=$(date +%s)
+  $MMFSL train --config "$config" --workdir "$dir" --no-progress "data_dir=$DATA" "$@"
+  local t1=$(date +%s)
+  for e in $evals; do
+    if [[ $e == runs ]]; then
+      $MMFSL eval --workdir "$dir" --benchmark omniglot-runs --output eval_runs.json
+    else
+      local n="${e%%w*}" k="${e#*w}"; k="${k%s}"
+      $MMFSL eval --workdir "$dir" --episodes $EPISODES --n-way "$n" --k-shot "$k" \
+        --output "eval_${e}.json"
+    fi
+  done
+  local t2=$(date +%s)
+  printf '{"train_seconds": %d, "eval_seconds": %d, "cores": %d}\n' \
+    $((t1 - t0)) $((t2 - t1)) "$(nproc)" > "$dir/wall_time.json"
+}
+
+# ProtoNet: one model, trained 20-way 1-shot (5 queries, 2 tasks per step), evaluated at
+# every setting; ProtoNet classifies any way and shot. 500 steps: what fitted on 2 shared cores.
+run protonet omniglot_protonet "5w1s 5w5s 20w1s runs" \
+  n_way=20 k_shot=1 q_query=5 meta_batch=2 num_steps=500 eval_every=250 checkpoint_every=250
+# MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training, 3 at test):
+# a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs).
+for order in maml fomaml; do
+  fo=False; [[ $order == fomaml ]] && fo=True
+  run "${order}_5way" omniglot_maml "5w1s 5w5s" first_order=$fo n_way=5 k_shot=1 \
+    meta_batch=8 num_steps=1000 eval_every=250 checkpoint_every=250
+  run "${order}_20way" omniglot_maml "20w1s runs" first_order=$fo n_way=20 k_shot=1 \
+    meta_batch=4 num_steps=1000 eval_every=250 checkpoint_every=250
+done
