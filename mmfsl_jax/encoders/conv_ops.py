@@ -54,7 +54,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Arra
 
 
 def max_pool_2x2(x: jax.Array, impl: str = "matmul") -> jax.Array:
-  """2x2 max-pool, stride 2, 'SAME' (an odd side is padded with -inf at its end):
+  """2x2 max-pool, stride 2, 'SAME' (an odd last row/column is pooled on its own):
   [n, H, W, C] -> [n, ceil(H/2), ceil(W/2), C].
 
   Except with impl="xla" it is a reshape and a max, whose gradient is an elementwise
@@ -66,7 +66,10 @@ def max_pool_2x2(x: jax.Array, impl: str = "matmul") -> jax.Array:
   n, height, width, channels = x.shape
   pad_h, pad_w = height % 2, width % 2
   if pad_h or pad_w:
-    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
+    # Repeating the last row/column leaves every window's max unchanged, and its gradient
+    # (split between an entry and its copy, summed back by the pad's transpose) too; -inf
+    # padding made second-order MAML gradients NaN.
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
   return x.reshape(n, (height + pad_h) // 2, 2, (width + pad_w) // 2, 2, channels).max(axis=(2, 4))
 
 
