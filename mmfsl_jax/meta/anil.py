@@ -83,9 +83,8 @@ def anil(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
                                       align_temperature)
       return loss, dict(metrics, logits=logits)
 
-    loss, metrics, fast = adapted_task_loss(params, mask, support_loss, query_pass, k_inner,
-                                            options, multi_step_loss)
-    return loss, metrics, merge(core, fast)
+    return adapted_task_loss(params, mask, support_loss, query_pass, k_inner, options,
+                             multi_step_loss)
 
   return family_learner(model, head, lambda core: after_body_mask(core, inner_params),
                         options, multi_step_loss, run_inner)

@@ -66,9 +66,10 @@ def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable
   """The inner loop on the masked part of params, then the query objective.
 
   support_loss(fast, key) -> scalar and query_loss(fast) -> (loss, metrics) take the adapted
-  part (`paths.select` of the core params). Returns (loss, metrics, fast).
+  part (`paths.select` of the core params). Returns (loss, metrics, adapted core params).
   """
-  fast = select(core_params(params), mask)
+  core = core_params(params)
+  fast = select(core, mask)
   observe = query_loss if multi_step_loss else None
   fast, inner_losses, observed = inner.run(support_loss, fast, params.get("inner_lr"), key,
                                            options, observe)
@@ -77,7 +78,7 @@ def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable
     loss, metrics = losses.mean(), jax.tree_util.tree_map(lambda v: v[-1], per_step)
   else:
     loss, metrics = query_loss(fast)
-  return loss, dict(metrics, inner_loss=inner_losses.mean()), fast
+  return loss, dict(metrics, inner_loss=inner_losses.mean()), merge(core, fast)
 
 
 def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
@@ -147,9 +148,8 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
                                       align_temperature)
       return loss, dict(metrics, logits=logits)
 
-    loss, metrics, fast = adapted_task_loss(params, mask, support_loss, query_pass, k_inner,
-                                            options, multi_step_loss)
-    return loss, metrics, merge(core, fast)
+    return adapted_task_loss(params, mask, support_loss, query_pass, k_inner, options,
+                             multi_step_loss)
 
   return family_learner(model, head, lambda core: path_mask(core, inner_params), options,
                         multi_step_loss, run_inner)
