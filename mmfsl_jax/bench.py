@@ -12,7 +12,10 @@ time (lowering + XLA compilation of the meta-step), XLA's memory estimate of the
 step (arguments + outputs + temporaries), the device's peak memory where the backend reports
 it, and whether the jitted step compiled more than once. With `peer_python` (an interpreter
 with torch) it runs the peer script on the same variant in the same process tree, one after
-the other, and prints the ratio of tasks/s.
+the other, and prints the ratio of tasks/s. With `pipeline`, it also times the input pipeline
+producing the same variant's tasks from the real Omniglot files (data/pipeline.py's
+`measure_pipeline`, one thread, as training's prefetch thread runs it) and prints its tasks/s
+beside the meta-step's, and their ratio: above 1, the pipeline keeps ahead of the meta-step.
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ class BenchResult:
   compiles: int
   peers: dict = dataclasses.field(default_factory=dict)    # peer name -> tasks/s
   ratios: dict = dataclasses.field(default_factory=dict)   # peer name -> ours / theirs
+  pipeline_tasks_per_s: float | None = None    # the input pipeline alone, same tasks
+  pipeline_headroom: float | None = None       # pipeline tasks/s / meta-step tasks/s
 
 
 def variant_config(name: str, overrides: Sequence[str] = ()):
@@ -151,6 +156,18 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
                      _peak_device_memory_mb(), step._cache_size())
 
 
+def pipeline_tasks_per_s(name: str, *, batches: int, overrides: Sequence[str] = ()) -> float:
+  """Tasks/s of the input pipeline sampling this variant's tasks from the real Omniglot files.
+
+  Image only (Omniglot has no text; the fused variant's text inputs are random ids anyway).
+  The Omniglot directory is the `data_dir` override or $MMFSL_OMNIGLOT_DIR.
+  """
+  from mmfsl_jax.data.pipeline import measure_pipeline
+  config = variant_config(name, overrides)
+  config.modalities = ("image",)
+  return measure_pipeline(config, batches=batches)["tasks_per_second"]
+
+
 def has_learn2learn(python: str) -> bool:
   probe = "import importlib.util as u; print(u.find_spec('learn2learn') is not None)"
   done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
@@ -185,13 +202,18 @@ def format_result(r: BenchResult) -> str:
           f"peak dev mem {peak} MB  compiles {r.compiles}")
   for peer, tasks_per_s in r.peers.items():
     line += f"  | {peer} {tasks_per_s:.2f} tasks/s, ratio {r.ratios[peer]:.2f}x"
+  if r.pipeline_tasks_per_s is not None:
+    line += (f"  | input pipeline {r.pipeline_tasks_per_s:.1f} tasks/s = "
+             f"{r.pipeline_headroom:.1f}x the meta-step's")
   return line
 
 
 def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] = (),
           peer_python: str | None = None, peers_dir: str | None = None,
-          peer_iters: int | None = None) -> list[BenchResult]:
-  """Runs each variant (and its peer, when `peer_python` is given); prints one line each."""
+          peer_iters: int | None = None, pipeline: bool = False,
+          pipeline_batches: int = 20) -> list[BenchResult]:
+  """Runs each variant (its peer, when `peer_python` is given, and the input pipeline on the
+  same tasks, when `pipeline`); prints one line each."""
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     raise UserError(f"unknown bench variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
@@ -216,6 +238,10 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
                       iters=peer_iters or iters, overrides=overrides)
       result.peers[peer["peer"]] = peer["tasks_per_s"]
       result.ratios[peer["peer"]] = result.tasks_per_s / peer["tasks_per_s"]
+    if pipeline:
+      result.pipeline_tasks_per_s = pipeline_tasks_per_s(name, batches=pipeline_batches,
+                                                         overrides=overrides)
+      result.pipeline_headroom = result.pipeline_tasks_per_s / result.tasks_per_s
     print(format_result(result), flush=True)
     print(json.dumps(dataclasses.asdict(result)), flush=True)
     results.append(result)

@@ -4,7 +4,8 @@
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
-    mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]   meta-step speed
+    mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR] [--pipeline]
+                                                 meta-step speed (and input pipeline speed)
 
 User errors (bad config, paths, impossible requests, data that is not there) print one clear
 message and exit with status 2; set MMFSL_DEBUG=1 to see the traceback as well.
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="a Python interpreter with torch: run the peer on each variant too")
   bench.add_argument("--peers-dir", default=None, help="directory of torch_maml_bench.py")
   bench.add_argument("--peer-iters", type=int, default=None, help="peer's timed steps (default: --iters)")
+  bench.add_argument("--pipeline", action="store_true",
+                     help="also time the input pipeline making the same tasks from the real "
+                          "Omniglot files (data_dir=DIR or $MMFSL_OMNIGLOT_DIR) and print it "
+                          "beside the meta-step")
   bench.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides applied to every variant (e.g. conv_impl=xla)")
   return parser
@@ -90,7 +95,7 @@ def _bench(args) -> int:
   names = _bench_variants() if args.variants == "all" else [
       v.strip() for v in args.variants.split(",") if v.strip()]
   bench(names, iters=args.iters, overrides=args.overrides, peer_python=args.peer_python,
-        peers_dir=args.peers_dir, peer_iters=args.peer_iters)
+        peers_dir=args.peers_dir, peer_iters=args.peer_iters, pipeline=args.pipeline)
   return 0
 
 

@@ -8,11 +8,12 @@ import sys
 import pytest
 
 from mmfsl_jax.cli import main
+from omniglot_data import DATA_DIR, needs_data
 
 TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1", "image_size=12"]
 FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
           "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "peers",
-          "ratios"}
+          "ratios", "pipeline_tasks_per_s", "pipeline_headroom"}
 FAKE_PEER = '''import json, sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 print("warming up")
@@ -52,3 +53,17 @@ def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_pat
   assert code == 2 and "maml_b8" in err
   code, _, err = _run(["bench", "--peer-python", sys.executable, "--peers-dir", str(tmp_path)])
   assert code == 2 and "torch_maml_bench.py" in err
+
+
+@needs_data
+def test_bench_puts_the_input_pipeline_beside_the_meta_step(tmp_path, monkeypatch,
+                                                           compilation_cache):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # the decoded-Omniglot cache
+  code, out, err = _run(["bench", "--variants", "protonet", "--iters", "1", "--pipeline",
+                         f"data_dir={DATA_DIR}", *TINY])
+  assert code == 0, err
+  (record,) = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+  assert record["pipeline_tasks_per_s"] > 0
+  assert record["pipeline_headroom"] == pytest.approx(
+      record["pipeline_tasks_per_s"] / record["tasks_per_s"])
+  assert "input pipeline" in out and "the meta-step's" in out

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import pathlib
 import zipfile
 
@@ -11,24 +10,9 @@ import pytest
 from PIL import Image
 
 from mmfsl_jax.data import omniglot
+from omniglot_data import DATA_DIR, needs_data
 
 SIZE = 28
-
-
-def _data_dir() -> pathlib.Path | None:
-  env = os.environ.get(omniglot.OMNIGLOT_ENV)
-  path = pathlib.Path(env) if env else (
-      pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
-  if all((path / name).is_file() for name in omniglot.OMNIGLOT_FILES):
-    return path
-  return None
-
-
-DATA_DIR = _data_dir()
-needs_data = pytest.mark.skipif(
-    DATA_DIR is None,
-    reason=f"Omniglot zips not found: set {omniglot.OMNIGLOT_ENV} or place them in "
-           f"../shared/data/omniglot next to the repository")
 
 
 @pytest.fixture(scope="module")

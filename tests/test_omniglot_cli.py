@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import pathlib
 import re
 
 import numpy as np
@@ -17,21 +16,8 @@ from mmfsl_jax import config as config_lib
 from mmfsl_jax.cli import main
 from mmfsl_jax.data import omniglot
 from mmfsl_jax.evaluate import evaluate_omniglot_runs
+from omniglot_data import DATA_DIR, needs_data
 
-
-def _data_dir() -> pathlib.Path | None:
-  env = os.environ.get(omniglot.OMNIGLOT_ENV)
-  path = pathlib.Path(env) if env else (
-      pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
-  if all((path / name).is_file() for name in omniglot.OMNIGLOT_FILES):
-    return path
-  return None
-
-
-DATA_DIR = _data_dir()
-needs_data = pytest.mark.skipif(
-    DATA_DIR is None, reason=f"Omniglot zips not found: set {omniglot.OMNIGLOT_ENV} or place "
-                             f"them in ../shared/data/omniglot next to the repository")
 # A run of seconds: 2 meta-steps of a Conv4 with 8 channels, 4 validation episodes.
 SMOKE = ("smoke=True", "num_steps=2", "conv_channels=8", "embed_dim=16")
 
