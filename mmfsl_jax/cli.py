@@ -2,6 +2,7 @@
 
     mmfsl train --config CONFIG --workdir DIR [key=value ...]
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
+               [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
     mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR] [--pipeline]
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                              "learners with a fixed head need their training way)")
   evaluate.add_argument("--k-shot", type=int, default=None,
                         help="episodic: evaluate at this shot (default: the training shot)")
+  evaluate.add_argument("--inner-steps", type=int, default=None,
+                        help="MAML family: inner steps at test time (default: the config's "
+                             "eval_inner_steps, else inner_steps)")
   evaluate.add_argument("--output", default="eval.json",
                         help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
@@ -118,7 +122,8 @@ def _eval(args) -> int:
     if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)):
       raise UserError("--episodes, --queries, --n-way and --k-shot do not apply to --benchmark "
                       "omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 test drawings)")
-    result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir, output=args.output)
+    result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
+                                    inner_steps=args.inner_steps, output=args.output)
     for name, accuracy in result["per_run"].items():
       print(f"{name}: {100 * accuracy:.1f} %")
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
@@ -127,7 +132,7 @@ def _eval(args) -> int:
     from mmfsl_jax.evaluate import evaluate_workdir
     result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
                               data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
-                              output=args.output)
+                              inner_steps=args.inner_steps, output=args.output)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")

@@ -47,6 +47,8 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 BENCHMARKS = ("episodic", "omniglot-runs")
 # Learners that classify any number of classes (prototypes, or a head fitted per task).
 ANY_WAY_METHODS = ("protonet", "am3", "baselinepp")
+# Learners that adapt by inner-loop steps at test time (`eval_inner_steps`).
+INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")
 
 
 def workdir_config(workdir):
@@ -85,15 +87,31 @@ def check_eval_way(config, n_way: int) -> None:
         f"n_way={n_way}, or use one of {', '.join(ANY_WAY_METHODS)} (any way)")
 
 
+def set_eval_inner_steps(config, inner_steps: int | None) -> int | None:
+  """Sets the test-time inner steps (None keeps the config's); returns the steps the
+  evaluation learner will take, None for learners without an inner loop."""
+  if inner_steps is not None:
+    if config.method not in INNER_LOOP_METHODS:
+      raise UserError(f"--inner-steps applies to {', '.join(INNER_LOOP_METHODS)}; the model was "
+                      f"trained with method={config.method}, which has no inner loop")
+    if inner_steps < 1:
+      raise UserError(f"--inner-steps must be at least 1, got {inner_steps}")
+    config.eval_inner_steps = inner_steps
+  if config.method not in INNER_LOOP_METHODS:
+    return None
+  return config.eval_inner_steps or config.inner_steps
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
                      seed: int | None = None, write: bool = True, data_dir=None,
                      n_way: int | None = None, k_shot: int | None = None,
-                     output: str = "eval.json") -> dict:
+                     inner_steps: int | None = None, output: str = "eval.json") -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
   settings used. `data_dir` replaces the config's (the data moved since training); `n_way`
-  and `k_shot` evaluate at another way or shot than the training one.
+  and `k_shot` evaluate at another way or shot than the training one; `inner_steps` replaces
+  the config's `eval_inner_steps` (MAML family).
   """
 
   workdir = Path(workdir)
@@ -108,6 +126,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
     config.n_way = n_way
   if k_shot is not None:
     config.k_shot = k_shot
+  steps = set_eval_inner_steps(config, inner_steps)
   episodes = config.eval_episodes if episodes is None else episodes
   q_query = config.eval_q_query if q_query is None else q_query
   seed = config.eval_seed if seed is None else seed
@@ -130,7 +149,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
       "checkpoint_step": int(state.step), "split": "test", "episodes": episodes,
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
-      "dataset": config.dataset, "seconds": round(time.time() - t0, 2)}}
+      "dataset": config.dataset, "inner_steps": steps, "seconds": round(time.time() - t0, 2)}}
   if write:
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result
@@ -148,7 +167,7 @@ def one_shot_runs_task(run: dict) -> dict:
 
 
 def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
-                           output: str = "eval.json") -> dict:
+                           inner_steps: int | None = None, output: str = "eval.json") -> dict:
   """The best checkpoint of an Omniglot workdir on the 20 one-shot runs of Lake et al. 2015.
 
   Each run is one 20-way 1-shot task (`one_shot_runs_task`); the prediction for a test item is
@@ -162,6 +181,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
+  steps = set_eval_inner_steps(config, inner_steps)
   modalities = tuple(config.modalities)
   if modalities != ("image",):
     raise UserError(
@@ -207,7 +227,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
             "settings": {"checkpoint_step": int(state.step), "runs": len(runs), "n_way": runs_way,
                          "k_shot": 1, "method": config.method, "dataset": config.dataset,
                          "image_size": image_size, "trained_n_way": config.n_way,
-                         "trained_k_shot": config.k_shot,
+                         "trained_k_shot": config.k_shot, "inner_steps": steps,
                          "seconds": round(time.time() - t0, 2)}}
   if write:
     (workdir / output).write_text(json.dumps(result, indent=2))

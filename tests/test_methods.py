@@ -443,7 +443,7 @@ def test_sampler_batches_carry_the_classes_dataset_indices():
     {"method": "am3", "am3_example_modalities": ("image",)},
 ], ids=lambda o: o["method"])
 def test_each_method_trains_and_evaluates(overrides, tmp_path):
-  from mmfsl_jax.evaluate import evaluate_workdir
+  from mmfsl_jax.evaluate import INNER_LOOP_METHODS, evaluate_workdir
   from mmfsl_jax.train import train_and_evaluate
   config = config_lib.load_config("tiny")
   config_lib.apply_overrides(config, ["num_steps=2", "eval_every=2", "checkpoint_every=2",
@@ -455,3 +455,13 @@ def test_each_method_trains_and_evaluates(overrides, tmp_path):
   result = evaluate_workdir(tmp_path, episodes=2)   # the validation's shapes: no new compile
   assert 0.0 <= result["accuracy"]["mean"] <= 1.0 and result["settings"]["method"] == \
       overrides["method"]
+  # Test-time inner steps: the config's eval_inner_steps (else inner_steps), or --inner-steps.
+  if overrides["method"] in INNER_LOOP_METHODS:
+    assert result["settings"]["inner_steps"] == (config.eval_inner_steps or config.inner_steps)
+    if overrides["method"] == "anil":
+      again = evaluate_workdir(tmp_path, episodes=2, inner_steps=2, write=False)
+      assert again["settings"]["inner_steps"] == 2
+  else:
+    assert result["settings"]["inner_steps"] is None
+    with pytest.raises(UserError, match="no inner loop"):
+      evaluate_workdir(tmp_path, episodes=2, inner_steps=2)

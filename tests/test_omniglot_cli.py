@@ -125,6 +125,8 @@ def test_eval_refuses_another_way_for_a_fixed_head_and_bad_output_names(tmp_path
   for bad in ("../eval.json", "eval.txt"):
     code, _, err = _run(["eval", "--workdir", str(workdir), "--output", bad])
     assert code == 2 and "--output" in err, err
+  code, _, err = _run(["eval", "--workdir", str(workdir), "--inner-steps", "0"])
+  assert code == 2 and "--inner-steps must be at least 1" in err, err
 
 
 @needs_data

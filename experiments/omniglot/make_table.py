@@ -19,15 +19,17 @@ METHODS = {
     "fomaml": ("first-order MAML", "Finn et al. 2017", {"5w1s": 98.3, "5w5s": 99.2, "20w1s": 89.4}),
 }
 SETTINGS = ("5w1s", "5w5s", "20w1s")
+INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")   # as mmfsl_jax.evaluate
 
 
 def runs():
-  for run in sorted(RUNS.glob("*")):
-    if (run / "wall_time.json").exists():
-      method = run.name.split("_")[0]
-      if method in METHODS:
-        yield run, method, json.loads((run / "config.json").read_text()), json.loads(
-            (run / "wall_time.json").read_text())
+  """(run dir, method, config, wall time) of the finished runs, in METHODS' order."""
+  done = [(run, run.name.split("_")[0]) for run in sorted(RUNS.glob("*"))
+          if (run / "wall_time.json").exists()]
+  for method in METHODS:
+    for run, _ in [d for d in done if d[1] == method]:
+      yield run, method, json.loads((run / "config.json").read_text()), json.loads(
+          (run / "wall_time.json").read_text())
 
 
 def wall(wall_time) -> str:
@@ -41,31 +43,43 @@ def trained_as(config) -> str:
   return f"{config['n_way']}-way {config['k_shot']}-shot, {config['num_steps']} steps"
 
 
+def test_steps(config, result) -> str:
+  """The inner steps at test time ('-' for learners without an inner loop); evaluations
+  written before eval.json recorded them used the config's."""
+  if config["method"] not in INNER_LOOP_METHODS:
+    return "-"
+  steps = result["settings"].get("inner_steps")
+  return str(steps or config.get("eval_inner_steps") or config["inner_steps"])
+
+
+def evaluations(run, name):
+  """eval_<name>.json and eval_<name>_<S>step.json of a run, in that order."""
+  paths = [run / f"eval_{name}.json", *sorted(run.glob(f"eval_{name}_*step.json"))]
+  return [json.loads(path.read_text()) for path in paths if path.exists()]
+
+
 def main():
-  print("| method | trained | test setting | accuracy % (95% CI) | published % | episodes | "
-        "train wall time |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+  print("| method | trained | test setting | test inner steps | accuracy % (95% CI) | "
+        "published % | episodes | train wall time |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for run, method, config, wall_time in runs():
     label, source, published = METHODS[method]
     for setting in SETTINGS:
-      path = run / f"eval_{setting}.json"
-      if path.exists():
-        r = json.loads(path.read_text())
-        print(f"| {label} | {trained_as(config)} | {setting} | {100 * r['accuracy']['mean']:.2f}"
-              f" ± {100 * r['accuracy']['ci95']:.2f} | {published[setting]} ({source}) | "
-              f"{r['settings']['episodes']} | {wall(wall_time)} |")
+      for r in evaluations(run, setting):
+        print(f"| {label} | {trained_as(config)} | {setting} | {test_steps(config, r)} | "
+              f"{100 * r['accuracy']['mean']:.2f} ± {100 * r['accuracy']['ci95']:.2f} | "
+              f"{published[setting]} ({source}) | {r['settings']['episodes']} | "
+              f"{wall(wall_time)} |")
   print()
-  print("| method | trained | 20 one-shot runs of Lake et al. % | error % |")
-  print("| --- | --- | --- | --- |")
+  print("| method | trained | test inner steps | 20 one-shot runs of Lake et al. % | error % |")
+  print("| --- | --- | --- | --- | --- |")
   for run, method, config, wall_time in runs():
-    path = run / "eval_runs.json"
-    if path.exists():
-      r = json.loads(path.read_text())
-      print(f"| {METHODS[method][0]} | {trained_as(config)} | {100 * r['accuracy']:.2f} | "
-            f"{100 * r['error_rate']:.2f} |")
-  print("| people (Lake et al. 2015) | | 95.5 | 4.5 |")
+    for r in evaluations(run, "runs"):
+      print(f"| {METHODS[method][0]} | {trained_as(config)} | {test_steps(config, r)} | "
+            f"{100 * r['accuracy']:.2f} | {100 * r['error_rate']:.2f} |")
+  print("| people (Lake et al. 2015) | | | 95.5 | 4.5 |")
   print("| plain PyTorch ProtoNet on the same data (../shared/peers, 2,000 60-way 5-shot "
-        "episodes, 37 min) | | 88.25 | 11.75 |")
+        "episodes, 37 min) | | | 88.25 | 11.75 |")
 
 
 if __name__ == "__main__":

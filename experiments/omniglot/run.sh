@@ -1,34 +1,51 @@
 #!/usr/bin/env bash
 # Trains and evaluates every model of README.md's table on real Omniglot (the zips of
 # ../shared/data/omniglot, or $MMFSL_OMNIGLOT_DIR), one run after another, writing
-# runs/<name>/{config.json, metrics.jsonl, eval_<N>w<K>s.json, eval_runs.json, wall_time.json}.
-# Usage: bash experiments/omniglot/run.sh [name-filter-regex]   (from the repository root,
-# with mmfsl installed). Then: python experiments/omniglot/make_table.py
+# runs/<name>/{config.json, metrics.jsonl, eval_<N>w<K>s[_<S>step].json, eval_runs[_<S>step].json,
+# wall_time.json}. Usage: bash experiments/omniglot/run.sh [--evaluate] [name-filter-regex]
+# (from the repository root, with mmfsl installed; --evaluate: only the evaluations missing
+# from finished runs). Then: python experiments/omniglot/make_table.py
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 FILTER="${1:-.}"
+[[ "${1:-}" == --evaluate ]] && EVAL_ONLY=1 FILTER="${2:-.}"  # evaluations missing from done runs
 MMFSL="${MMFSL:-mmfsl}"
 DATA="${MMFSL_OMNIGLOT_DIR:-$HERE/../../../shared/data/omniglot}"
 EPISODES=600
 
-run() {  # name, config, "evals", overrides...   evals: space-separated NwKs and/or "runs"
+output_name() {  # NwKs[:S] or runs[:S] -> eval_NwKs[_Sstep].json
+  local what="${1%%:*}" suffix=""
+  [[ $1 == *:* ]] && suffix="_${1#*:}step"
+  echo "eval_${what}${suffix}.json"
+}
+
+evaluate() {  # dir, what: NwKs or "runs", optionally ":S" for S test-time inner steps
+  local dir="$1" what="${2%%:*}" flags=()
+  [[ $2 == *:* ]] && flags=(--inner-steps "${2#*:}")
+  if [[ $what == runs ]]; then
+    $MMFSL eval --workdir "$dir" --benchmark omniglot-runs "${flags[@]}" --output "$(output_name "$2")"
+  else
+    local n="${what%%w*}" k="${what#*w}"; k="${k%s}"
+    $MMFSL eval --workdir "$dir" --episodes $EPISODES --n-way "$n" --k-shot "$k" "${flags[@]}" \
+      --output "$(output_name "$2")"
+  fi
+}
+
+run() {  # name, config, "evals", overrides...   evals: space-separated, as evaluate() takes
   local name="$1" config="$2" evals="$3"; shift 3
   [[ "$name" =~ $FILTER ]] || return 0
   local dir="$HERE/runs/$name"
-  if [[ -f "$dir/wall_time.json" ]]; then echo "skip $name (done)"; return 0; fi
+  if [[ -f "$dir/wall_time.json" ]]; then
+    if [[ -z "${EVAL_ONLY:-}" ]]; then echo "skip $name (done)"; return 0; fi
+    for e in $evals; do [[ -f "$dir/$(output_name "$e")" ]] || evaluate "$dir" "$e"; done
+    return 0
+  fi
+  [[ -n "${EVAL_ONLY:-}" ]] && return 0   # not trained yet: nothing to evaluate
   echo "== $name: --config $config $*"
   local t0=$(date +%s)
   $MMFSL train --config "$config" --workdir "$dir" --no-progress "data_dir=$DATA" "$@"
   local t1=$(date +%s)
-  for e in $evals; do
-    if [[ $e == runs ]]; then
-      $MMFSL eval --workdir "$dir" --benchmark omniglot-runs --output eval_runs.json
-    else
-      local n="${e%%w*}" k="${e#*w}"; k="${k%s}"
-      $MMFSL eval --workdir "$dir" --episodes $EPISODES --n-way "$n" --k-shot "$k" \
-        --output "eval_${e}.json"
-    fi
-  done
+  for e in $evals; do evaluate "$dir" "$e"; done
   local t2=$(date +%s)
   printf '{"train_seconds": %d, "eval_seconds": %d, "cores": %d}\n' \
     $((t1 - t0)) $((t2 - t1)) "$(nproc)" > "$dir/wall_time.json"
@@ -38,13 +55,14 @@ run() {  # name, config, "evals", overrides...   evals: space-separated NwKs and
 # every setting; ProtoNet classifies any way and shot. 500 steps: what fitted on 2 shared cores.
 run protonet omniglot_protonet "5w1s 5w5s 20w1s runs" \
   n_way=20 k_shot=1 q_query=5 meta_batch=2 num_steps=500 eval_every=250 checkpoint_every=250
-# MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training, 3 at test):
+# MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
+# their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;
 # 500 steps of 4 tasks, each ~2x a 5-way step's cost: what fitted on 2 shared cores).
 for order in maml fomaml; do
   fo=False; [[ $order == fomaml ]] && fo=True
-  run "${order}_5way" omniglot_maml "5w1s 5w5s" first_order=$fo n_way=5 k_shot=1 \
+  run "${order}_5way" omniglot_maml "5w1s 5w5s 5w1s:1 5w5s:1" first_order=$fo n_way=5 k_shot=1 \
     meta_batch=8 num_steps=1000 eval_every=250 checkpoint_every=250
-  run "${order}_20way" omniglot_maml "20w1s runs" first_order=$fo n_way=20 k_shot=1 \
+  run "${order}_20way" omniglot_maml "20w1s runs 20w1s:1 runs:1" first_order=$fo n_way=20 k_shot=1 \
     meta_batch=4 num_steps=500 eval_every=250 checkpoint_every=250
 done
