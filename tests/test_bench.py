@@ -59,7 +59,8 @@ def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_pat
 def test_bench_puts_the_input_pipeline_beside_the_meta_step(tmp_path, monkeypatch,
                                                            compilation_cache):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # the decoded-Omniglot cache
-  code, out, err = _run(["bench", "--variants", "protonet", "--iters", "1", "--pipeline",
+  # maml with TINY: the program the test above compiled (a compilation-cache hit).
+  code, out, err = _run(["bench", "--variants", "maml", "--iters", "1", "--pipeline",
                          f"data_dir={DATA_DIR}", *TINY])
   assert code == 0, err
   (record,) = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
