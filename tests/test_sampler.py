@@ -63,6 +63,12 @@ def test_deterministic_and_independent_of_batch_size():
   assert not np.array_equal(a.sample(0)["support"]["image"], c.sample(0)["support"]["image"])
 
 
+def test_iterating_yields_batches_0_1_2_in_order():
+  sampler = EpisodeSampler(make_dataset(), n_way=3, k_shot=1, q_query=2, batch_size=2, seed=3)
+  for index, batch in zip(range(3), sampler):
+    np.testing.assert_array_equal(batch["support"]["image"], sampler.sample(index)["support"]["image"])
+
+
 def test_classes_too_small_are_skipped_when_enough_remain():
   ds = make_dataset(counts=(2, 6, 6, 6))
   batch = EpisodeSampler(ds, n_way=3, k_shot=2, q_query=2, batch_size=20, seed=0).sample(0)

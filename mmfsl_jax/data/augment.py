@@ -19,6 +19,8 @@ Training picks it up where the meta-train sampler is built (train.make_samplers)
 """
 from __future__ import annotations
 
+import itertools
+
 from typing import Callable
 
 import numpy as np
@@ -90,11 +92,8 @@ class AugmentedSampler:
                      self.modality: self.augment(flat, rng).reshape(images.shape)}
     return out
 
-  def __iter__(self):
-    index = 0
-    while True:
-      yield self.sample(index)
-      index += 1
+  def __iter__(self):  # batches 0, 1, 2, ... without end
+    return map(self.sample, itertools.count())
 
 
 def resolve_augment(config) -> str:

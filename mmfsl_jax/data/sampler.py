@@ -16,6 +16,8 @@ are laid out class by class (label-major), and support and query never share an 
 """
 from __future__ import annotations
 
+import itertools
+
 from typing import Sequence
 
 import numpy as np
@@ -104,8 +106,5 @@ class EpisodeSampler:
     out["label"] = np.broadcast_to(labels, indices.shape).copy()
     return out
 
-  def __iter__(self):
-    index = 0
-    while True:
-      yield self.sample(index)
-      index += 1
+  def __iter__(self):  # batches 0, 1, 2, ... without end
+    return map(self.sample, itertools.count())
