@@ -70,7 +70,8 @@ def workdir_config(workdir):
 
 def _restore_best(workdir, learner, config, example_task):
   """The best (else latest) checkpointed TrainState of a workdir, for `learner`'s params."""
-  like = init_train_state(learner, build_optimizer(config), example_task, config.seed)
+  like = jax.eval_shape(lambda: init_train_state(learner, build_optimizer(config), example_task,
+                                                  config.seed))   # shapes only: no compile
   checkpoints = Checkpoints(workdir, create=False)
   try:
     return checkpoints.restore_best(like)

@@ -68,8 +68,11 @@ def baselinepp(model: MultimodalModel, *, n_way: int, num_classes: int,
   check_batch_norm(batch_norm)
 
   def init(key, task):
-    if check_class_ids:
-      ids = np.asarray(_class_ids(task))
+    ids = _class_ids(task)
+    # Under jit (init_train_state) the ids are abstract: task_loss's NaN for an out-of-range
+    # id is what stops training then.
+    if check_class_ids and not isinstance(ids, jax.core.Tracer):
+      ids = np.asarray(ids)
       if ids.max() >= num_classes:
         raise UserError(f"task['class_id'] holds class {int(ids.max())}, but baselinepp was "
                          f"built for num_classes={num_classes} training classes")
