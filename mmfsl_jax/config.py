@@ -91,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
   #                                 metasgd: per step and parameter)
   c.multi_step_loss = False       # MAML++: mean query loss after every inner step
   c.inner_checkpoint = False      # jax.checkpoint each inner step (memory flat in inner_steps)
+  c.zero_head = False             # maml, anil, metasgd: every task starts from a zero head, not
+  #                                 a meta-learned one (the "zeroing trick"; meta/maml.py)
   c.finetune_steps = 100          # baselinepp: gradient steps fitting the head per test task
   c.finetune_lr = 0.5
   c.am3_example_modalities = ()   # am3: modalities of the examples (() = all of modalities);
@@ -247,7 +249,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _validate_method(config, mods: tuple[str, ...]) -> None:
   """The settings of one method that no run of it could use."""
   method = config.method
-  used = [k for k in ("per_step_inner_lr", "multi_step_loss", "inner_checkpoint") if config[k]]
+  used = [k for k in ("per_step_inner_lr", "multi_step_loss", "inner_checkpoint", "zero_head")
+          if config[k]]
   if used and method not in SECOND_ORDER_METHODS:
     raise ConfigError(f"{', '.join(used)} apply to methods with a differentiated inner loop "
                       f"({', '.join(SECOND_ORDER_METHODS)}), not method={method}")

@@ -49,7 +49,8 @@ def anil(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
          head_init: str = "zeros", align_weight: float = 0.0, align_temperature: float = 0.1,
          per_step_inner_lr: bool = False, per_parameter_lr: bool = False,
          lr_steps: int | None = None, multi_step_loss: bool = False,
-         inner_checkpoint: bool = False, batch_norm: str = "transductive") -> MetaLearner:
+         inner_checkpoint: bool = False, batch_norm: str = "transductive",
+         zero_head: bool = False) -> MetaLearner:
   options = inner_options(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                           inner_loop=inner_loop, per_step_inner_lr=per_step_inner_lr,
                           per_parameter_lr=per_parameter_lr, lr_steps=lr_steps,
@@ -87,7 +88,7 @@ def anil(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
                              multi_step_loss)
 
   return family_learner(model, head, lambda core: after_body_mask(core, inner_params),
-                        options, multi_step_loss, run_inner)
+                        options, multi_step_loss, run_inner, zero_head=zero_head)
 
 
 def from_config(config, model: MultimodalModel, *, for_eval: bool = False,

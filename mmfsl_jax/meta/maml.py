@@ -20,6 +20,10 @@ Batch norm: `batch_norm="transductive"` uses the support set's statistics while 
 and the query set's for the query loss (the original MAML); "inductive" normalises the
 query with the support set's statistics (see base.py). The head starts at zero by default,
 which makes the initial model indifferent to the random label order of each task.
+`zero_head=True` keeps it there: every task starts from a zero head, which is then not
+meta-learned (the "zeroing trick" of Kao et al. 2022). A meta-learned head drifts with the
+query gradients of tasks whose labels are randomly ordered; first-order MAML has no
+second-order term to hold it back.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta import inner
@@ -83,10 +88,17 @@ def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable
 
 def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
                    options: inner.InnerLoop, multi_step_loss: bool,
-                   run_inner: Callable) -> MetaLearner:
+                   run_inner: Callable, zero_head: bool = False) -> MetaLearner:
   """A MetaLearner from `run_inner(params, task, key, multi_step_loss, train)`, which returns
   (loss, metrics with the query "logits", adapted core params); `mask_of(core)` is the
-  inner-loop subset."""
+  inner-loop subset. `zero_head`: every task starts from a zero head (its meta-gradient is
+  then zero)."""
+  if zero_head:
+    with_head = run_inner
+
+    def run_inner(params, *args):
+      return with_head(dict(params, head=jax.tree_util.tree_map(jnp.zeros_like, params["head"])),
+                       *args)
 
   def init(key, task):
     k_model, k_head = jax.random.split(key)
@@ -115,9 +127,11 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
          head_init: str = "zeros", align_weight: float = 0.0, align_temperature: float = 0.1,
          per_step_inner_lr: bool = False, per_parameter_lr: bool = False,
          lr_steps: int | None = None, multi_step_loss: bool = False,
-         inner_checkpoint: bool = False, batch_norm: str = "transductive") -> MetaLearner:
+         inner_checkpoint: bool = False, batch_norm: str = "transductive",
+         zero_head: bool = False) -> MetaLearner:
   """`lr_steps`: how many steps learned per-step rates are stored for (default
-  `inner_steps`); build the evaluation learner with the training value."""
+  `inner_steps`); build the evaluation learner with the training value. `zero_head`: see
+  the module docstring."""
   options = inner_options(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                           inner_loop=inner_loop, per_step_inner_lr=per_step_inner_lr,
                           per_parameter_lr=per_parameter_lr, lr_steps=lr_steps,
@@ -152,7 +166,7 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
                              multi_step_loss)
 
   return family_learner(model, head, lambda core: path_mask(core, inner_params), options,
-                        multi_step_loss, run_inner)
+                        multi_step_loss, run_inner, zero_head=zero_head)
 
 
 def family_kwargs(config, for_eval: bool) -> dict:
@@ -163,7 +177,7 @@ def family_kwargs(config, for_eval: bool) -> dict:
               inner_loop=config.inner_loop, per_step_inner_lr=config.per_step_inner_lr,
               multi_step_loss=config.multi_step_loss, inner_checkpoint=config.inner_checkpoint,
               batch_norm=config.batch_norm, align_weight=config.align_weight,
-              align_temperature=config.align_temperature)
+              align_temperature=config.align_temperature, zero_head=config.zero_head)
 
 
 def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
