@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--inner-steps", type=int, default=None,
                         help="MAML family: inner steps at test time (default: the config's "
                              "eval_inner_steps, else inner_steps)")
+  evaluate.add_argument("--split", choices=("test", "val"), default="test",
+                        help="episodic: classes the tasks are drawn from (default test; val, "
+                             "to choose settings such as --inner-steps without the test classes)")
   evaluate.add_argument("--output", default="eval.json",
                         help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
@@ -119,11 +122,14 @@ def _eval(args) -> int:
                     f"workdir), got {args.output!r}")
   if args.benchmark == "omniglot-runs":
     from mmfsl_jax.evaluate import evaluate_omniglot_runs
-    if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)):
-      raise UserError("--episodes, --queries, --n-way and --k-shot do not apply to --benchmark "
-                      "omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 test drawings)")
+    if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)) or (
+        args.split != "test"):
+      raise UserError("--episodes, --queries, --n-way, --k-shot and --split do not apply to "
+                      "--benchmark omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 "
+                      "test drawings)")
     result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
-                                    inner_steps=args.inner_steps, output=args.output)
+                                    inner_steps=args.inner_steps, output=args.output,
+                              split=args.split)
     for name, accuracy in result["per_run"].items():
       print(f"{name}: {100 * accuracy:.1f} %")
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
@@ -132,7 +138,8 @@ def _eval(args) -> int:
     from mmfsl_jax.evaluate import evaluate_workdir
     result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
                               data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
-                              inner_steps=args.inner_steps, output=args.output)
+                              inner_steps=args.inner_steps, output=args.output,
+                              split=args.split)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")

@@ -106,14 +106,18 @@ def set_eval_inner_steps(config, inner_steps: int | None) -> int | None:
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
                      seed: int | None = None, write: bool = True, data_dir=None,
                      n_way: int | None = None, k_shot: int | None = None,
-                     inner_steps: int | None = None, output: str = "eval.json") -> dict:
+                     inner_steps: int | None = None, output: str = "eval.json",
+                     split: str = "test") -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
   settings used. `data_dir` replaces the config's (the data moved since training); `n_way`
   and `k_shot` evaluate at another way or shot than the training one; `inner_steps` replaces
-  the config's `eval_inner_steps` (MAML family).
+  the config's `eval_inner_steps` (MAML family); `split="val"` draws the tasks from the
+  validation classes instead (for choosing such settings without the test classes).
   """
+  if split not in ("test", "val"):
+    raise UserError(f"split must be 'test' or 'val', got {split!r}")
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
@@ -140,14 +144,14 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   splits, text_info = prepare_splits(config)
   model = build_model(config, text_info, splits["train"])
   learner = build_learner(config, model, for_eval=True, num_classes=splits["train"].num_classes)
-  test = EpisodeSampler(splits["test"], n_way=config.n_way, k_shot=config.k_shot,
+  test = EpisodeSampler(splits[split], n_way=config.n_way, k_shot=config.k_shot,
                         q_query=q_query, batch_size=min(config.eval_batch, episodes), seed=seed,
-                        split_name="test")
+                        split_name=split)
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = _restore_best(workdir, learner, config, example)
   summary = evaluate_episodes(make_batched_predict(learner), state.params, test, episodes)
   result = {**summary, "settings": {
-      "checkpoint_step": int(state.step), "split": "test", "episodes": episodes,
+      "checkpoint_step": int(state.step), "split": split, "episodes": episodes,
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
       "dataset": config.dataset, "inner_steps": steps, "seconds": round(time.time() - t0, 2)}}

@@ -188,6 +188,25 @@ def test_eval_writes_eval_json(trained, capsys):
   assert settings["checkpoint_step"] in _steps(workdir / "best")
 
 
+def test_eval_on_the_validation_split_reproduces_training_validation(trained, capsys):
+  from mmfsl_jax.evaluate import evaluate_workdir
+  workdir, _ = trained
+  tiny = config_lib.load_config("tiny")
+  validation = {r["step"]: r["accuracy"]["mean"] for r in _metrics(workdir)
+                if r.get("split") == "val"}
+  # the training's validation tasks: the same split, seed and number of episodes
+  result = evaluate_workdir(workdir, episodes=tiny.val_episodes, seed=tiny.eval_seed + 1,
+                            split="val", write=False)
+  assert result["settings"]["split"] == "val"
+  assert math.isclose(result["accuracy"]["mean"], validation[result["settings"]["checkpoint_step"]],
+                      rel_tol=1e-6)
+  assert main(["eval", "--workdir", str(workdir), "--episodes", str(tiny.val_episodes),
+               "--split", "val", "--output", "eval_val.json"]) == 0
+  assert json.loads((workdir / "eval_val.json").read_text())["settings"]["split"] == "val"
+  with pytest.raises(UserError, match="'test' or 'val'"):
+    evaluate_workdir(workdir, split="train")
+
+
 # ---------------------------------------------------------------------------------------------
 # the console script, end to end
 
@@ -323,6 +342,12 @@ def test_eval_without_checkpoint(tmp_path, capsys):
   _fails(capsys, ["eval", "--workdir", str(workdir), "--episodes", "10"], "no checkpoint",
          "mmfsl train")
   assert not (workdir / "eval.json").exists()
+
+
+@pytest.mark.parametrize("flag", [["--split", "val"], ["--k-shot", "5"]])
+def test_omniglot_runs_refuses_episodic_flags(tmp_path, capsys, flag):
+  _fails(capsys, ["eval", "--workdir", str(tmp_path), "--benchmark", "omniglot-runs", *flag],
+         "do not apply", "20-way 1-shot")
 
 
 def test_eval_with_negative_episodes(tmp_path, capsys):
