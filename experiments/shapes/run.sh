@@ -50,11 +50,13 @@ done
 
 # The rest of the method family, 1-shot, same tasks and encoders: image-only and gated fusion
 # (AM3: image-only examples or gated fusion per example, plus each class's name as class-level
-# text). Hyperparameters are the MAML rows' where they apply; not tuned.
+# text). Hyperparameters are the MAML rows' where they apply; not tuned. MAML++ costs about
+# three MAML steps per step, so it trains 300 steps (like 5-shot MAML); inner_checkpoint would
+# change its memory, not its results (same meta-gradient: tests/test_methods.py).
 declare -A FAMILY=(
   [anil]="method=anil inner_steps=1 inner_lr=0.4 meta_batch=2"
   [metasgd]="method=metasgd inner_steps=1 inner_lr=0.4 meta_batch=2"
-  [mamlpp]="method=maml inner_steps=3 inner_lr=0.4 per_step_inner_lr=True multi_step_loss=True inner_checkpoint=True meta_batch=2"
+  [mamlpp]="method=maml inner_steps=3 inner_lr=0.4 per_step_inner_lr=True multi_step_loss=True meta_batch=2 num_steps=300 eval_every=100 checkpoint_every=100"
   [reptile]="method=reptile inner_steps=5 inner_lr=0.1"
   [baselinepp]="method=baselinepp finetune_steps=100 finetune_lr=0.5"
   [am3]="method=am3"
