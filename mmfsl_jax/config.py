@@ -93,6 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.inner_checkpoint = False      # jax.checkpoint each inner step (memory flat in inner_steps)
   c.zero_head = False             # maml, anil, metasgd: every task starts from a zero head, not
   #                                 a meta-learned one (the "zeroing trick"; meta/maml.py)
+  c.reptile_inner_batch = 10      # reptile: each training inner step fits a random minibatch of
+  #                                 this many support+query examples (0 = the whole support set)
   c.finetune_steps = 100          # baselinepp: gradient steps fitting the head per test task
   c.finetune_lr = 0.5
   c.am3_example_modalities = ()   # am3: modalities of the examples (() = all of modalities);
@@ -254,6 +256,11 @@ def _validate_method(config, mods: tuple[str, ...]) -> None:
   if used and method not in SECOND_ORDER_METHODS:
     raise ConfigError(f"{', '.join(used)} apply to methods with a differentiated inner loop "
                       f"({', '.join(SECOND_ORDER_METHODS)}), not method={method}")
+  task_size = config.n_way * (config.k_shot + config.q_query)
+  if method == "reptile" and not 0 <= config.reptile_inner_batch <= task_size:
+    raise ConfigError(f"reptile_inner_batch={config.reptile_inner_batch}: give 0 (the whole "
+                      f"support set) or at most a task's {task_size} support and query examples "
+                      f"(n_way * (k_shot + q_query))")
   if config.finetune_steps < 0 or config.finetune_lr <= 0:
     raise ConfigError(f"finetune_steps must be >= 0 and finetune_lr positive, got "
                       f"{config.finetune_steps}, {config.finetune_lr}")

@@ -261,6 +261,31 @@ def test_reptile_learner_gradient_is_theta_minus_adapted():
                 == task["query"]["label"]))
 
 
+def test_reptile_inner_minibatches_come_from_support_and_query_in_training_only():
+  with jax.enable_x64(True):
+    model, task = vec_model(), to64(first(vec_tasks()))
+    size = N_WAY * (K + Q)
+    settings = dict(n_way=N_WAY, inner_steps=3, inner_lr=0.3, head_init="normal")
+    whole, plain = reptile(model, inner_batch=size, **settings), reptile(model, **settings)
+    params = to64(plain.init(jax.random.PRNGKey(0), task))
+    key = jax.random.PRNGKey(5)
+    grad = lambda learner, t, k: jax.jit(jax.grad(lambda p: learner.task_loss(p, t, k)[0]))(params)
+    # a batch of every example, in any order, is the whole support set of a joined task
+    joined = dict(task, support=jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b]), task["support"], task["query"]))
+    assert_trees_close(grad(whole, task, key), grad(plain, joined, None), rtol=1e-9, atol=1e-12)
+    small = reptile(model, inner_batch=2, **settings)
+    g1, g2 = grad(small, task, key), grad(small, task, jax.random.PRNGKey(6))
+    assert_trees_close(g1, grad(small, task, key), rtol=0, atol=0)   # same key, same batches
+    assert not np.allclose(g1["head"]["kernel"], g2["head"]["kernel"])
+    # without a key (and at test time) it adapts on the support set, as without inner_batch
+    assert_trees_close(grad(small, task, None), grad(plain, task, None), rtol=0, atol=0)
+    np.testing.assert_array_equal(jax.jit(small.predict)(params, task, None),
+                                  jax.jit(plain.predict)(params, task, None))
+    with pytest.raises(UserError, match="inner_batch=13 is more than"):
+      reptile(model, inner_batch=size + 1, **settings).task_loss(params, task, key)
+
+
 # ---------------------------------------------------------------------------------------------
 # Baseline++
 
@@ -427,6 +452,7 @@ def test_every_config_method_is_registered_and_builds():
     ({"method": "protonet", "per_step_inner_lr": True}, "differentiated inner loop"),
     ({"method": "reptile", "multi_step_loss": True}, "differentiated inner loop"),
     ({"method": "protonet", "zero_head": True}, "differentiated inner loop"),
+    ({"method": "reptile", "reptile_inner_batch": 31}, "at most a task's 30"),
     ({"method": "am3", "modalities": ("image",)}, "must include 'text'"),
     ({"method": "am3", "am3_example_modalities": ("audio",)}, "subset of modalities"),
     ({"method": "maml", "am3_example_modalities": ("image",)}, "applies to method=am3"),

@@ -13,6 +13,14 @@ Adam (the default) rescales it per parameter. Parameters outside `inner_params` 
 gradient, so they stay at their initial values. With one inner step the direction is just
 the support gradient (joint training); Reptile needs several (e.g. inner_steps=5).
 
+`inner_batch=b` (training only, when task_loss gets a key): each inner step fits a random
+minibatch of b examples drawn from the task's support and query sets together, as Reptile
+has no support/query split. Minibatches that differ from step to step are what make the
+Reptile update more than joint training (Nichol et al. 2018, Sec. 5): with the same batch
+at every step, and labels in a random order per task, there is little for the shared layers
+to learn. `inner_batch=None` fits the whole support set at every step; adaptation at test
+time (predict, adapt) always does.
+
 The reported "loss" and "accuracy" are the query's at phi; "objective" is the Reptile loss.
 The inner loss includes `align_weight` x InfoNCE of the support's modalities, so alignment is
 part of what each task trains. `predict` adapts on the support set, then classifies the
@@ -24,8 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from mmfsl_jax.meta import inner
-from mmfsl_jax.meta.base import (MetaLearner, alignment_loss, check_batch_norm, cross_entropy,
-                                 embed_query, inputs_of, query_objective)
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta.base import (MetaLearner, alignment_loss, check_batch_norm, concat_inputs,
+                                 cross_entropy, embed_query, inputs_of, query_objective)
 from mmfsl_jax.meta.maml import core_params, head_module
 from mmfsl_jax.meta.paths import merge, path_mask, select
 from mmfsl_jax.model import MultimodalModel
@@ -51,10 +60,14 @@ def reptile_step(loss_fn, theta, key, options: inner.InnerLoop):
 def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
             inner_lr: float = 0.4, inner_loop: str = "scan", inner_params: str = ".*",
             head_init: str = "zeros", align_weight: float = 0.0,
-            align_temperature: float = 0.1, batch_norm: str = "transductive") -> MetaLearner:
+            align_temperature: float = 0.1, batch_norm: str = "transductive",
+            inner_batch: int | None = None) -> MetaLearner:
   options = inner.InnerLoop(steps=inner_steps, lr=inner_lr, first_order=True,
                             loop=inner_loop).check()
   check_batch_norm(batch_norm)
+  if inner_batch is not None and inner_batch < 1:
+    raise UserError(f"inner_batch must be at least 1 (or None: the whole support set), got "
+                    f"{inner_batch}")
   head = head_module(n_way, head_init)
 
   def init(key, task):
@@ -64,15 +77,34 @@ def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
     fused, _ = model.apply(model_params, inputs)
     return {"model": model_params, "head": head.init(k_head, fused)["params"]}
 
-  def run_inner(params, task, key):
+  def inner_data(task, minibatches: bool):
+    """(inputs, labels) the inner loop fits, and a function picking one step's minibatch."""
+    support, query = task["support"], task["query"]
+    if not minibatches:
+      return inputs_of(support), support["label"], lambda data, step_key: data
+    inputs = concat_inputs(inputs_of(support), inputs_of(query))
+    labels = jnp.concatenate([support["label"], query["label"]])
+    size = labels.shape[0]
+    if inner_batch > size:
+      raise UserError(f"inner_batch={inner_batch} is more than a task's {size} support and "
+                      f"query examples")
+
+    def pick(data, step_key):
+      rows = jax.random.permutation(jax.random.fold_in(step_key, 1), size)[:inner_batch]
+      return jax.tree_util.tree_map(lambda x: x[rows], data)
+
+    return inputs, labels, pick
+
+  def run_inner(params, task, key, minibatches=False):
     core = core_params(params)
     frozen = jax.lax.stop_gradient(core)
-    support = task["support"]
+    inputs, labels, pick = inner_data(task, minibatches)
 
     def support_loss(fast, step_key):
       p = merge(frozen, fast)
-      fused, aligned = model.apply(p["model"], inputs_of(support), train=True, key=step_key)
-      loss = cross_entropy(head.apply({"params": p["head"]}, fused), support["label"])
+      x, y = pick((inputs, labels), step_key)
+      fused, aligned = model.apply(p["model"], x, train=True, key=step_key)
+      loss = cross_entropy(head.apply({"params": p["head"]}, fused), y)
       if align_weight:
         loss = loss + align_weight * alignment_loss(aligned, align_temperature)
       return loss
@@ -90,7 +122,8 @@ def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
 
   def task_loss(params, task, key=None):
     k_inner, k_query = jax.random.split(key) if key is not None else (None, None)
-    objective, adapted, losses = run_inner(params, task, k_inner)
+    objective, adapted, losses = run_inner(params, task, k_inner,
+                                           minibatches=inner_batch is not None and key is not None)
     _, metrics = query_pass(adapted, task, k_query, True)
     return objective, dict(metrics, inner_loss=losses.mean(), reptile_loss=objective)
 
@@ -109,4 +142,4 @@ def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
   return reptile(model, n_way=config.n_way, inner_steps=steps, inner_lr=config.inner_lr,
                  inner_loop=config.inner_loop, inner_params=config.inner_params,
                  align_weight=config.align_weight, align_temperature=config.align_temperature,
-                 batch_norm=config.batch_norm)
+                 batch_norm=config.batch_norm, inner_batch=config.reptile_inner_batch or None)
