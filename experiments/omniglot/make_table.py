@@ -17,6 +17,11 @@ METHODS = {
     "protonet": ("ProtoNet", "Snell et al. 2017", {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0}),
     "maml": ("MAML (2nd order)", "Finn et al. 2017", {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8}),
     "fomaml": ("first-order MAML", "Finn et al. 2017", {"5w1s": 98.3, "5w5s": 99.2, "20w1s": 89.4}),
+    "anil": ("ANIL (2nd order)", "Raghu et al. 2019", {"20w1s": 96.2}),
+    "metasgd": ("Meta-SGD", "Li et al. 2017", {"5w1s": 99.53, "5w5s": 99.93, "20w1s": 95.93}),
+    "mamlpp": ("MAML++ (3 steps, per-step rates, multi-step loss)", "", {}),
+    "reptile": ("Reptile (5 steps)", "", {}),
+    "baselinepp": ("Baseline++ (transfer)", "", {}),
 }
 SETTINGS = ("5w1s", "5w5s", "20w1s")
 INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")   # as mmfsl_jax.evaluate
@@ -39,8 +44,14 @@ def wall(wall_time) -> str:
   return minutes
 
 
-def trained_as(config) -> str:
-  return f"{config['n_way']}-way {config['k_shot']}-shot, {config['num_steps']} steps"
+def trained_as(config, wall_time) -> str:
+  steps = config["num_steps"]
+  if wall_time.get("stopped_at_step"):   # stopped early for CPU time: its best checkpoint
+    steps = f"{wall_time['stopped_at_step']} (stopped; of {steps})"
+  text = f"{config['n_way']}-way {config['k_shot']}-shot, {steps} steps"
+  if config["method"] in INNER_LOOP_METHODS:
+    text += f", inner lr {config['inner_lr']}"
+  return text + (", zero head" if config.get("zero_head") else "")
 
 
 def test_steps(config, result) -> str:
@@ -50,6 +61,10 @@ def test_steps(config, result) -> str:
     return "-"
   steps = result["settings"].get("inner_steps")
   return str(steps or config.get("eval_inner_steps") or config["inner_steps"])
+
+
+def published_cell(published, source, setting) -> str:
+  return f"{published[setting]} ({source})" if setting in published else "-"
 
 
 def evaluations(run, name):
@@ -66,20 +81,33 @@ def main():
     label, source, published = METHODS[method]
     for setting in SETTINGS:
       for r in evaluations(run, setting):
-        print(f"| {label} | {trained_as(config)} | {setting} | {test_steps(config, r)} | "
+        print(f"| {label} | {trained_as(config, wall_time)} | {setting} | {test_steps(config, r)} | "
               f"{100 * r['accuracy']['mean']:.2f} ± {100 * r['accuracy']['ci95']:.2f} | "
-              f"{published[setting]} ({source}) | {r['settings']['episodes']} | "
+              f"{published_cell(published, source, setting)} | {r['settings']['episodes']} | "
               f"{wall(wall_time)} |")
   print()
   print("| method | trained | test inner steps | 20 one-shot runs of Lake et al. % | error % |")
   print("| --- | --- | --- | --- | --- |")
   for run, method, config, wall_time in runs():
     for r in evaluations(run, "runs"):
-      print(f"| {METHODS[method][0]} | {trained_as(config)} | {test_steps(config, r)} | "
+      print(f"| {METHODS[method][0]} | {trained_as(config, wall_time)} | {test_steps(config, r)} | "
             f"{100 * r['accuracy']:.2f} | {100 * r['error_rate']:.2f} |")
   print("| people (Lake et al. 2015) | | | 95.5 | 4.5 |")
   print("| plain PyTorch ProtoNet on the same data (../shared/peers, 2,000 60-way 5-shot "
         "episodes, 37 min) | | | 88.25 | 11.75 |")
+  print()
+  print("Validation alphabet (Early_Aramaic), for choosing the test inner steps "
+        "(`mmfsl eval --split val`):")
+  print()
+  print("| method | trained | setting | inner steps | validation accuracy % (95% CI) | episodes |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for run, method, config, wall_time in runs():
+    for path in sorted(run.glob("eval_val_*.json")):
+      r = json.loads(path.read_text())
+      setting = f"{r['settings']['n_way']}w{r['settings']['k_shot']}s"
+      print(f"| {METHODS[method][0]} | {trained_as(config, wall_time)} | {setting} | "
+            f"{r['settings']['inner_steps']} | {100 * r['accuracy']['mean']:.2f} ± "
+            f"{100 * r['accuracy']['ci95']:.2f} | {r['settings']['episodes']} |")
 
 
 if __name__ == "__main__":
