@@ -128,8 +128,7 @@ def _eval(args) -> int:
                       "--benchmark omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 "
                       "test drawings)")
     result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
-                                    inner_steps=args.inner_steps, output=args.output,
-                              split=args.split)
+                                    inner_steps=args.inner_steps, output=args.output)
     for name, accuracy in result["per_run"].items():
       print(f"{name}: {100 * accuracy:.1f} %")
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
