@@ -86,8 +86,8 @@ run anil_5way omniglot_maml "5w1s 5w5s 5w1s:1 5w5s:1" method=anil "${FAMILY_5WAY
 run baselinepp_5way omniglot_protonet "5w1s 5w5s" method=baselinepp "${FAMILY_5WAY[@]}"
 # (Meta-SGD at 1 test step only, the number MAML's validation-alphabet check chose; CPU time)
 run metasgd_5way omniglot_maml "5w1s:1 5w5s:1" method=metasgd "${FAMILY_5WAY[@]}"
-# (Reptile was stopped with SIGTERM after its step-250 checkpoint for CPU time and its best
-# checkpoint evaluated by hand with the same commands; wall_time.json records the stop.)
+# (Reptile was stopped with SIGTERM at step 256 for CPU time, and later resumed from that
+# checkpoint by rerunning this row without its wall_time.json; wall_time.json records both.)
 run reptile_5way omniglot_maml "5w1s 5w5s" method=reptile inner_steps=5 inner_lr=0.1 \
   eval_inner_steps=0 "${FAMILY_5WAY[@]}"
 # (MAML++: 300 steps, as on shapes: each step costs about 3 of MAML's, 3 second-order inner steps)
