@@ -124,7 +124,8 @@ def _peak_device_memory_mb() -> float | None:
   return None if peak is None else peak / 2**20
 
 
-def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
+def build_variant(name: str, overrides: Sequence[str] = ()):
+  """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
   text_info = TextInfo("ids", vocab_size=VOCAB_SIZE) if "text" in config.modalities else None
   model = build_model(config, text_info, None)
@@ -133,7 +134,11 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
   batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))
   one_task = jax.tree_util.tree_map(lambda x: x[0], batch)
   state = init_train_state(learner, optimizer, one_task, config.seed)
-  step = make_meta_step(learner, optimizer)
+  return config, make_meta_step(learner, optimizer), state, batch
+
+
+def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
+  config, step, state, batch = build_variant(name, overrides)
 
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()

@@ -15,9 +15,12 @@ from mmfsl_jax.meta.registry import METHODS
 from mmfsl_jax.model import MultimodalModel, multimodal_model
 
 
-def _text_encoder(config, text_info: TextInfo, train_text) -> Component:
+def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
   if text_info.kind == "features":
-    mean, std = fit_standardizer(train_text)
+    if train_split is None:
+      raise ConfigError("a precomputed-feature text modality needs the training split "
+                        "(its features are standardised with the training statistics)")
+    mean, std = fit_standardizer(train_split.examples["text"])
     return vector_encoder(mean, std, hidden=(2 * config.text_dim,), out_dim=config.text_dim)
   if text_info.pretrained is not None:
     from mmfsl_jax.encoders.pretrained_text import pretrained_text_encoder
@@ -31,7 +34,8 @@ def _text_encoder(config, text_info: TextInfo, train_text) -> Component:
                             "mean" if config.text_encoder == "bow" else "gru")
 
 
-def build_model(config, text_info: TextInfo | None, train_split) -> MultimodalModel:
+def build_model(config, text_info: TextInfo | None, train_split=None) -> MultimodalModel:
+  """`train_split` is read only by a precomputed-feature text modality (for its statistics)."""
   encoders = {}
   for modality in config.modalities:
     if modality == "image":
@@ -39,7 +43,7 @@ def build_model(config, text_info: TextInfo | None, train_split) -> MultimodalMo
                            if config.image_encoder == "conv4"
                            else resnet12(tuple(config.resnet_channels), config.conv_impl))
     elif modality == "text":
-      encoders["text"] = _text_encoder(config, text_info, train_split.examples["text"])
+      encoders["text"] = _text_encoder(config, text_info, train_split)
   aligner = align.projections(config.modalities, config.embed_dim, tuple(config.projection_hidden))
   fuser = fuse.make_fuser(config.fuser, config.modalities,
                           weights=tuple(config.fuse_weights) or None)

@@ -5,8 +5,10 @@ import io
 import json
 import sys
 
+import jax
 import pytest
 
+from mmfsl_jax import bench
 from mmfsl_jax.cli import main
 from omniglot_data import DATA_DIR, needs_data
 
@@ -46,6 +48,14 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
   assert records[1]["peers"] == {"torch-loop_fo": 4.0}
   assert records[0]["ratios"]["torch-loop"] == pytest.approx(records[0]["tasks_per_s"] / 4.0)
   assert "ratio" in out and "tasks/s" in out
+
+
+@pytest.mark.parametrize("variant", list(bench.VARIANTS))
+def test_every_variant_builds_and_its_meta_step_traces(variant, compilation_cache):
+  config, step, state, batch = bench.build_variant(variant, TINY)
+  new_state, metrics = jax.eval_shape(step, state, batch)
+  assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+  assert metrics["loss"].shape == () and batch["query"]["label"].shape[0] == config.meta_batch
 
 
 def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_path):
