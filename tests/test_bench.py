@@ -58,6 +58,15 @@ def test_every_variant_builds_and_its_meta_step_traces(variant, compilation_cach
   assert metrics["loss"].shape == () and batch["query"]["label"].shape[0] == config.meta_batch
 
 
+def test_feature_text_without_the_training_split_is_a_clear_error():
+  from mmfsl_jax.data.prepare import TextInfo
+  from mmfsl_jax.errors import ConfigError
+  from mmfsl_jax.factory import build_model
+  config = bench.variant_config("maml_fused", TINY)
+  with pytest.raises(ConfigError, match="training split"):
+    build_model(config, TextInfo("features", feature_dim=8), None)
+
+
 def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_path):
   code, _, err = _run(["bench", "--variants", "mamll"])
   assert code == 2 and "maml_b8" in err
