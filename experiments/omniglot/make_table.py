@@ -67,6 +67,10 @@ def published_cell(published, source, setting) -> str:
   return f"{published[setting]} ({source})" if setting in published else "-"
 
 
+def accuracy_cell(result) -> str:
+  return f"{100 * result['accuracy']['mean']:.2f} ± {100 * result['accuracy']['ci95']:.2f}"
+
+
 def evaluations(run, name):
   """eval_<name>.json and eval_<name>_<S>step.json of a run, in that order."""
   paths = [run / f"eval_{name}.json", *sorted(run.glob(f"eval_{name}_*step.json"))]
@@ -82,8 +86,7 @@ def main():
     for setting in SETTINGS:
       for r in evaluations(run, setting):
         print(f"| {label} | {trained_as(config, wall_time)} | {setting} | {test_steps(config, r)} | "
-              f"{100 * r['accuracy']['mean']:.2f} ± {100 * r['accuracy']['ci95']:.2f} | "
-              f"{published_cell(published, source, setting)} | {r['settings']['episodes']} | "
+              f"{accuracy_cell(r)} | {published_cell(published, source, setting)} | {r['settings']['episodes']} | "
               f"{wall(wall_time)} |")
   print()
   print("| method | trained | test inner steps | 20 one-shot runs of Lake et al. % | error % |")
@@ -106,8 +109,7 @@ def main():
       r = json.loads(path.read_text())
       setting = f"{r['settings']['n_way']}w{r['settings']['k_shot']}s"
       print(f"| {METHODS[method][0]} | {trained_as(config, wall_time)} | {setting} | "
-            f"{r['settings']['inner_steps']} | {100 * r['accuracy']['mean']:.2f} ± "
-            f"{100 * r['accuracy']['ci95']:.2f} | {r['settings']['episodes']} |")
+            f"{r['settings']['inner_steps']} | {accuracy_cell(r)} | {r['settings']['episodes']} |")
 
 
 if __name__ == "__main__":
