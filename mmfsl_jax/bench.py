@@ -50,6 +50,7 @@ VARIANTS = {
     "maml": ({}, MAML_PEERS),
     "maml_b8": ({"meta_batch": 8}, MAML_PEERS),
     "maml_b128": ({"meta_batch": 128}, MAML_PEERS),
+    "maml_whole_batch": ({"task_chunk": 32}, MAML_PEERS),  # all tasks vmapped at once
     "maml_steps5": ({"inner_steps": 5}, MAML_PEERS),
     "maml_steps10": ({"inner_steps": 10}, MAML_PEERS),
     "fomaml": ({"first_order": True}, ("loop_fo",)),
@@ -134,7 +135,7 @@ def build_variant(name: str, overrides: Sequence[str] = ()):
   batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))
   one_task = jax.tree_util.tree_map(lambda x: x[0], batch)
   state = init_train_state(learner, optimizer, one_task, config.seed)
-  return config, make_meta_step(learner, optimizer), state, batch
+  return config, make_meta_step(learner, optimizer, task_chunk=config.task_chunk), state, batch
 
 
 def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:

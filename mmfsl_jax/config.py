@@ -103,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.k_shot = 1
   c.q_query = 5
   c.meta_batch = 4
+  c.task_chunk = 0                # meta-step: vmap this many tasks at a time and scan over the
+  #                                 chunks (same gradient, one chunk's memory); 0 = automatic:
+  #                                 1 on a CPU (fastest there), all at once on GPU/TPU; a
+  #                                 chunk >= meta_batch vmaps all tasks at once
   c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.grad_clip = 10.0
@@ -237,6 +241,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{tuple(config.fuse_weights)}")
   if config.fuser == "gated" and len(mods) == 2 and mods[1] != "text":
     raise ConfigError("the gated fuser takes its gate from text: list modalities as ('image', 'text')")
+  chunk = config.task_chunk
+  if chunk < 0 or (0 < chunk < config.meta_batch and config.meta_batch % chunk):
+    raise ConfigError(f"task_chunk={chunk} must be 0 (automatic), divide meta_batch="
+                      f"{config.meta_batch}, or be at least it (all tasks at once)")
   if config.learning_rate <= 0 or config.inner_lr <= 0:
     raise ConfigError("learning_rate and inner_lr must be positive")
   _validate_method(config, mods)

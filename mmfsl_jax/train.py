@@ -206,7 +206,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     tqdm.write(f"resuming from step {int(state.step)} in {workdir}")
   _trim_metrics(metrics_path, int(state.step))
 
-  meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping)
+  meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping,
+                             task_chunk=config.task_chunk)
   predict = make_batched_predict(eval_learner)
   start = int(state.step)
   record: dict = {"step": start}

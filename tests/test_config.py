@@ -458,6 +458,16 @@ def test_validate_counts_must_be_positive(key):
     validate(config)
 
 
+@pytest.mark.parametrize("task_chunk", [-1, 3])
+def test_validate_task_chunk_must_divide_the_meta_batch(task_chunk):
+  config = apply_overrides(base_config(), ["meta_batch=4", f"task_chunk={task_chunk}"])
+  with pytest.raises(ConfigError, match=f"task_chunk={task_chunk} must be 0 .automatic., "
+                                        f"divide meta_batch=4, or be at least it"):
+    validate(config)
+  for fine in (0, 1, 2, 4, 64):
+    validate(apply_overrides(config, [f"task_chunk={fine}"]))
+
+
 @pytest.mark.parametrize("key", ["learning_rate", "inner_lr"])
 def test_validate_rates_must_be_positive(key):
   config = base_config()

@@ -11,6 +11,7 @@ from mmfsl_jax.encoders import vector_encoder
 from mmfsl_jax.meta import (batch_loss, class_means, init_train_state, make_meta_step, maml,
                             path_mask, prototype_logits, protonet)
 from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.step import batch_loss_and_grad
 from mmfsl_jax.model import multimodal_model
 
 N_WAY, K, Q, F = 3, 2, 2, 4
@@ -167,6 +168,48 @@ def test_meta_step_learns_and_does_not_recompile():
   assert len(traces) == 1, "the meta-step recompiled"
   assert int(state.step) == 30
   assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def key_dependent(learner):
+  """The learner with each task's loss scaled by a draw from its key (so a task paired with
+  another task's key gives a different gradient)."""
+  def task_loss(params, task, key):
+    loss, metrics = learner.task_loss(params, task, key)
+    return loss * (1 + jax.random.uniform(key)), metrics
+  return MetaLearner(learner.init, task_loss, learner.predict)
+
+
+@pytest.mark.parametrize("task_chunk", [1, 2, 3])
+def test_chunked_meta_gradient_equals_the_whole_batch_one(task_chunk):
+  learner = key_dependent(maml(tiny_model(), n_way=N_WAY, inner_steps=1))
+  batch = tiny_tasks(batch=6)
+  params = learner.init(jax.random.PRNGKey(0), first(batch))
+  key = jax.random.PRNGKey(3)
+  whole = jax.jit(lambda p: batch_loss_and_grad(learner, p, batch, key))(params)
+  chunked = jax.jit(lambda p: batch_loss_and_grad(learner, p, batch, key, task_chunk))(params)
+  assert set(chunked[0][1]) == set(whole[0][1])
+  for a, b in zip(jax.tree_util.tree_leaves(chunked), jax.tree_util.tree_leaves(whole)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+  # The whole-batch path is batch_loss's value and gradient.
+  value = batch_loss(learner, params, batch, key)[0]
+  np.testing.assert_allclose(whole[0][0], value, rtol=1e-6)
+
+
+def test_chunked_meta_step_updates_like_the_unchunked_one_and_rejects_a_bad_chunk():
+  learner = maml(tiny_model(), n_way=N_WAY, inner_steps=1)
+  optimizer = optax.adam(1e-2)
+  batch = tiny_tasks(batch=4)
+  results = []
+  for chunk in (4, 2):   # the whole batch at once, then two chunks
+    state = init_train_state(learner, optimizer, first(batch), seed=0)
+    state, metrics = make_meta_step(learner, optimizer, task_chunk=chunk)(state, batch)
+    results.append((jax.tree_util.tree_leaves(state.params), float(metrics["loss"])))
+  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+  for a, b in zip(results[0][0], results[1][0]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  state = init_train_state(learner, optimizer, first(batch), seed=0)
+  with pytest.raises(ValueError, match="task_chunk=3 does not divide the meta-batch of 4"):
+    make_meta_step(learner, optimizer, task_chunk=3)(state, batch)
 
 
 def test_meta_step_is_deterministic_under_a_seed():
