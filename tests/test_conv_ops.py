@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mmfsl_jax.encoders import conv4, resnet12
-from mmfsl_jax.encoders.conv_ops import conv_same, image_patches, max_pool_2x2, resolve_impl
+from mmfsl_jax.encoders.conv_ops import (conv_same, image_patches, image_patches_transposed,
+                                         max_pool_2x2, resolve_impl)
 
 
 def test_image_patches_order_matches_kernel_layout():
@@ -20,12 +21,22 @@ def test_image_patches_order_matches_kernel_layout():
   assert float(jnp.abs(corner[0]).sum()) == 0 and float(jnp.abs(corner[:, 0]).sum()) == 0
 
 
-@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1), (5, 5)])
-def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size):
+def test_transposed_patches_are_the_patch_matrix_transposed():
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 5, 4, 3)), jnp.float32)
+  np.testing.assert_array_equal(image_patches_transposed(x, (3, 3)),
+                                image_patches(x, (3, 3)).reshape(-1, 27).T)
+
+
+# (kernel, C_in, C_out): kh*kw*C_in >= C_out uses [n*H*W, K] patches, < C_out the
+# transposed [K, n*H*W] ones (the first layer on grey or RGB images).
+@pytest.mark.parametrize("kernel_size,c_in,c_out", [((3, 3), 4, 5), ((1, 1), 4, 5),
+                                                    ((5, 5), 4, 5), ((3, 3), 1, 16),
+                                                    ((3, 3), 3, 32)])
+def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size, c_in, c_out):
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(3, 7, 6, 4)))
-    kernel = jnp.asarray(rng.normal(size=(*kernel_size, 4, 5)))
+    x = jnp.asarray(rng.normal(size=(3, 7, 6, c_in)))
+    kernel = jnp.asarray(rng.normal(size=(*kernel_size, c_in, c_out)))
 
     def loss(impl):
       return lambda x, k: jnp.sum(jnp.sin(conv_same(x, k, impl)))
@@ -39,11 +50,12 @@ def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size):
 
 def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
   rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(4, 2, 6, 6, 3)), jnp.float32)
-  kernels = jnp.asarray(rng.normal(size=(4, 3, 3, 3, 8)), jnp.float32)
-  batched = jax.vmap(lambda a, k: conv_same(a, k, "matmul"))(x, kernels)
-  looped = jnp.stack([conv_same(x[t], kernels[t], "xla") for t in range(4)])
-  np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+  for c_in, c_out in ((3, 8), (1, 16)):   # wide and narrow patches
+    x = jnp.asarray(rng.normal(size=(4, 2, 6, 6, c_in)), jnp.float32)
+    kernels = jnp.asarray(rng.normal(size=(4, 3, 3, c_in, c_out)), jnp.float32)
+    batched = jax.vmap(lambda a, k: conv_same(a, k, "matmul"))(x, kernels)
+    looped = jnp.stack([conv_same(x[t], kernels[t], "xla") for t in range(4)])
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [lambda impl: conv4(8, conv_impl=impl),
