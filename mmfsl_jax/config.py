@@ -103,10 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.k_shot = 1
   c.q_query = 5
   c.meta_batch = 4
-  c.task_chunk = 0                # meta-step: vmap this many tasks at a time and scan over the
-  #                                 chunks (same gradient, one chunk's memory); 0 = automatic:
-  #                                 1 on a CPU (fastest there), all at once on GPU/TPU; a
-  #                                 chunk >= meta_batch vmaps all tasks at once
+  c.task_chunk = 0                # meta-step and evaluation: vmap this many tasks at a time and
+  #                                 scan over the chunks (same results, one chunk's memory);
+  #                                 0 = automatic: 1 on a CPU (fastest there), all at once on
+  #                                 GPU/TPU; a chunk >= meta_batch vmaps all tasks at once
   c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.grad_clip = 10.0

@@ -18,13 +18,25 @@ from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.step import init_train_state
+from mmfsl_jax.meta.step import default_task_chunk, init_train_state
 from mmfsl_jax.metrics import episode_metrics, summarise
 
 
-def make_batched_predict(learner: MetaLearner):
-  """jit(vmap(predict)): (params, task batch) -> logits [B, N*Q, N]. Build once, reuse."""
-  return jax.jit(jax.vmap(lambda p, t: learner.predict(p, t, None), in_axes=(None, 0)))
+def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
+  """jit(predict over a task batch): (params, task batch) -> logits [B, N*Q, N]. Build once.
+
+  Tasks are vmapped `task_chunk` at a time (`lax.map`; 0 = `default_task_chunk()`, one at a
+  time on a CPU, all at once on accelerators); every task's logits are the same either way.
+  """
+  chunk = task_chunk or default_task_chunk()
+
+  def predict(params, batch):
+    one_task = lambda task: learner.predict(params, task, None)
+    if chunk is None:
+      return jax.vmap(one_task)(batch)
+    return jax.lax.map(one_task, batch, batch_size=None if chunk == 1 else chunk)
+
+  return jax.jit(predict)
 
 
 def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: int) -> dict:
@@ -149,7 +161,8 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                         split_name=split)
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = _restore_best(workdir, learner, config, example)
-  summary = evaluate_episodes(make_batched_predict(learner), state.params, test, episodes)
+  summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk), state.params,
+                              test, episodes)
   result = {**summary, "settings": {
       "checkpoint_step": int(state.step), "split": split, "episodes": episodes,
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
@@ -219,7 +232,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
   model = build_model(eval_config, None, None)
   learner = build_learner(eval_config, model, for_eval=True)
   state = _restore_best(workdir, learner, config, one_shot_runs_task(runs[0]))
-  batched = make_batched_predict(learner)
+  batched = make_batched_predict(learner, config.task_chunk)
 
   def predict(train, test):
     task = one_shot_runs_task({"train": train, "test": test})

@@ -208,7 +208,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
 
   meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping,
                              task_chunk=config.task_chunk)
-  predict = make_batched_predict(eval_learner)
+  predict = make_batched_predict(eval_learner, config.task_chunk)
   start = int(state.step)
   record: dict = {"step": start}
   bar = tqdm(total=config.num_steps, initial=start, disable=not progress, desc="meta-train")

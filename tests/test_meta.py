@@ -8,6 +8,7 @@ from jax.test_util import check_grads
 
 from mmfsl_jax import align, fuse
 from mmfsl_jax.encoders import vector_encoder
+from mmfsl_jax.evaluate import make_batched_predict
 from mmfsl_jax.meta import (batch_loss, class_means, init_train_state, make_meta_step, maml,
                             path_mask, prototype_logits, protonet)
 from mmfsl_jax.meta.base import MetaLearner
@@ -210,6 +211,17 @@ def test_chunked_meta_step_updates_like_the_unchunked_one_and_rejects_a_bad_chun
   state = init_train_state(learner, optimizer, first(batch), seed=0)
   with pytest.raises(ValueError, match="task_chunk=3 does not divide the meta-batch of 4"):
     make_meta_step(learner, optimizer, task_chunk=3)(state, batch)
+
+
+def test_batched_predict_gives_every_task_the_same_logits_whatever_the_chunk():
+  learner = maml(tiny_model(), n_way=N_WAY, inner_steps=2)
+  batch = tiny_tasks(batch=5)
+  params = learner.init(jax.random.PRNGKey(0), first(batch))
+  looped = np.stack([learner.predict(params, jax.tree_util.tree_map(lambda x: x[t], batch), None)
+                     for t in range(5)])
+  for chunk in (1, 2, 5):   # 2 leaves a remainder of one task
+    np.testing.assert_allclose(make_batched_predict(learner, chunk)(params, batch), looped,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_meta_step_is_deterministic_under_a_seed():

@@ -87,9 +87,16 @@ def batch_loss_and_grad(learner: MetaLearner, params, batch: dict, key: jax.Arra
   keys = jax.random.split(key, num_tasks)
 
   def to_chunks(x):  # [B, ...] -> [num_chunks, task_chunk, ...]; chunk j = x[j::num_chunks]
+    if task_chunk == 1:
+      return x
     return jnp.swapaxes(x.reshape(task_chunk, num_chunks, *x.shape[1:]), 0, 1)
 
   def chunk_sums(p, chunk, chunk_keys):
+    if task_chunk == 1:
+      # No vmap at all: XLA's CPU backend then lays out the first convolution's kernel
+      # gradient without transposing its output gradient (a vmap of one task kept shared
+      # weights unbatched beside batched activations, and ProtoNet lost ~30% to that).
+      return learner.task_loss(p, chunk, chunk_keys)
     losses, metrics = jax.vmap(learner.task_loss, in_axes=(None, 0, 0))(p, chunk, chunk_keys)
     # mean * task_chunk, so that summing over chunks and dividing by B gives batch_loss's means
     return losses.sum(), jax.tree_util.tree_map(lambda m: jnp.mean(m) * task_chunk, metrics)
