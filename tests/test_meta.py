@@ -173,10 +173,11 @@ def test_meta_step_learns_and_does_not_recompile():
 
 def key_dependent(learner):
   """The learner with each task's loss scaled by a draw from its key (so a task paired with
-  another task's key gives a different gradient)."""
+  another task's key gives a different gradient), and a metric that is not a scalar."""
   def task_loss(params, task, key):
     loss, metrics = learner.task_loss(params, task, key)
-    return loss * (1 + jax.random.uniform(key)), metrics
+    scaled = loss * (1 + jax.random.uniform(key))
+    return scaled, dict(metrics, pair=jnp.stack([scaled, 3 * loss]))
   return MetaLearner(learner.init, task_loss, learner.predict)
 
 

@@ -96,7 +96,8 @@ def batch_loss_and_grad(learner: MetaLearner, params, batch: dict, key: jax.Arra
       # No vmap at all: XLA's CPU backend then lays out the first convolution's kernel
       # gradient without transposing its output gradient (a vmap of one task kept shared
       # weights unbatched beside batched activations, and ProtoNet lost ~30% to that).
-      return learner.task_loss(p, chunk, chunk_keys)
+      loss, metrics = learner.task_loss(p, chunk, chunk_keys)
+      return loss, jax.tree_util.tree_map(jnp.mean, metrics)
     losses, metrics = jax.vmap(learner.task_loss, in_axes=(None, 0, 0))(p, chunk, chunk_keys)
     # mean * task_chunk, so that summing over chunks and dividing by B gives batch_loss's means
     return losses.sum(), jax.tree_util.tree_map(lambda m: jnp.mean(m) * task_chunk, metrics)
