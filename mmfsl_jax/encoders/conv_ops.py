@@ -30,29 +30,31 @@ def resolve_impl(impl: str) -> str:
   return impl
 
 
+def _shifted_windows(x: jax.Array, kernel_size: Sequence[int]) -> list[jax.Array]:
+  """kh*kw arrays [n, H, W, C], in (row offset, column offset) order: x shifted by each
+  kernel offset, zero-padded 'SAME'."""
+  kh, kw = kernel_size
+  _, height, width, _ = x.shape
+  top, left = (kh - 1) // 2, (kw - 1) // 2
+  padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
+  return [padded[:, i:i + height, j:j + width, :] for i in range(kh) for j in range(kw)]
+
+
 def image_patches(x: jax.Array, kernel_size: Sequence[int]) -> jax.Array:
   """[n, H, W, C] -> [n, H, W, kh*kw*C]: each pixel's zero-padded kh x kw neighbourhood.
 
   The last axis is ordered (row offset, column offset, channel), the order of a
   [kh, kw, C, O] kernel reshaped to [kh*kw*C, O].
   """
-  kh, kw = kernel_size
-  _, height, width, _ = x.shape
-  top, left = (kh - 1) // 2, (kw - 1) // 2
-  padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
-  shifts = [padded[:, i:i + height, j:j + width, :] for i in range(kh) for j in range(kw)]
+  shifts = _shifted_windows(x, kernel_size)
   return shifts[0] if len(shifts) == 1 else jnp.concatenate(shifts, axis=-1)
 
 
 def image_patches_transposed(x: jax.Array, kernel_size: Sequence[int]) -> jax.Array:
   """[n, H, W, C] -> [kh*kw*C, n*H*W]: `image_patches` with the patch axis first."""
-  kh, kw = kernel_size
   n, height, width, channels = x.shape
-  top, left = (kh - 1) // 2, (kw - 1) // 2
-  padded = jnp.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
-  shifts = jnp.stack([padded[:, i:i + height, j:j + width, :]
-                      for i in range(kh) for j in range(kw)])        # [kh*kw, n, H, W, C]
-  return jnp.moveaxis(shifts, -1, 1).reshape(kh * kw * channels, n * height * width)
+  shifts = jnp.stack(_shifted_windows(x, kernel_size))         # [kh*kw, n, H, W, C]
+  return jnp.moveaxis(shifts, -1, 1).reshape(-1, n * height * width)
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Array:
