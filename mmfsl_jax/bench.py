@@ -50,7 +50,8 @@ VARIANTS = {
     "maml": ({}, MAML_PEERS),
     "maml_b8": ({"meta_batch": 8}, MAML_PEERS),
     "maml_b128": ({"meta_batch": 128}, MAML_PEERS),
-    "maml_whole_batch": ({"task_chunk": 32}, MAML_PEERS),  # all tasks vmapped at once
+    # All 32 tasks vmapped at once (a meta_batch override above 32 would chunk by 32).
+    "maml_whole_batch": ({"task_chunk": 32}, MAML_PEERS),
     "maml_steps5": ({"inner_steps": 5}, MAML_PEERS),
     "maml_steps10": ({"inner_steps": 10}, MAML_PEERS),
     "fomaml": ({"first_order": True}, ("loop_fo",)),

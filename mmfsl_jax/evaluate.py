@@ -18,17 +18,18 @@ from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.step import default_task_chunk, init_train_state
+from mmfsl_jax.meta.step import init_train_state, resolve_task_chunk
 from mmfsl_jax.metrics import episode_metrics, summarise
 
 
 def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
   """jit(predict over a task batch): (params, task batch) -> logits [B, N*Q, N]. Build once.
 
-  Tasks are vmapped `task_chunk` at a time (`lax.map`; 0 = `default_task_chunk()`, one at a
-  time on a CPU, all at once on accelerators); every task's logits are the same either way.
+  Tasks are vmapped `task_chunk` at a time (`lax.map`; 0 = automatic, `resolve_task_chunk`:
+  one at a time on a CPU, all at once on accelerators); every task's logits are the same
+  either way.
   """
-  chunk = task_chunk or default_task_chunk()
+  chunk = resolve_task_chunk(task_chunk)
 
   def predict(params, batch):
     one_task = lambda task: learner.predict(params, task, None)

@@ -60,10 +60,12 @@ def batch_loss(learner: MetaLearner, params, batch: dict, key: jax.Array):
   return losses.mean(), jax.tree_util.tree_map(jnp.mean, metrics)
 
 
-def default_task_chunk() -> int | None:
-  """Tasks per chunk when none is asked for: one at a time on a CPU, whose caches then hold
-  a task's activations (Conv4 MAML ran ~1.5x faster than with 32 tasks vmapped at once,
-  experiments/bench/README.md); all at once (None) on accelerators, which want the width."""
+def resolve_task_chunk(task_chunk: int) -> int | None:
+  """`task_chunk`, or for 0 (automatic) one task at a time on a CPU, whose caches then hold a
+  task's activations (Conv4 MAML ran ~1.5x faster than with 32 tasks vmapped at once,
+  experiments/bench/README.md), and all at once (None) on accelerators, which want the width."""
+  if task_chunk:
+    return task_chunk
   return 1 if jax.default_backend() == "cpu" else None
 
 
@@ -96,9 +98,9 @@ def batch_loss_and_grad(learner: MetaLearner, params, batch: dict, key: jax.Arra
       # No vmap at all: XLA's CPU backend then lays out the first convolution's kernel
       # gradient without transposing its output gradient (a vmap of one task kept shared
       # weights unbatched beside batched activations, and ProtoNet lost ~30% to that).
-      loss, metrics = learner.task_loss(p, chunk, chunk_keys)
-      return loss, jax.tree_util.tree_map(jnp.mean, metrics)
-    losses, metrics = jax.vmap(learner.task_loss, in_axes=(None, 0, 0))(p, chunk, chunk_keys)
+      losses, metrics = learner.task_loss(p, chunk, chunk_keys)
+    else:
+      losses, metrics = jax.vmap(learner.task_loss, in_axes=(None, 0, 0))(p, chunk, chunk_keys)
     # mean * task_chunk, so that summing over chunks and dividing by B gives batch_loss's means
     return losses.sum(), jax.tree_util.tree_map(lambda m: jnp.mean(m) * task_chunk, metrics)
 
@@ -159,8 +161,8 @@ def make_meta_step(learner: MetaLearner, optimizer: optax.GradientTransformation
   """A jitted `(state, batch) -> (state, metrics)`; `state` is donated.
 
   The meta-gradient is computed in chunks of `task_chunk` tasks (`batch_loss_and_grad`; the
-  same step whatever the chunk); 0 takes `default_task_chunk()`, and a chunk of at least
-  the meta-batch vmaps all tasks at once.
+  same step whatever the chunk); 0 is automatic (`resolve_task_chunk`), and a chunk of at
+  least the meta-batch vmaps all tasks at once.
 
   With `check_finite=True` (implied by `skip_nonfinite`) it returns
   `(state, metrics, finite)`, `finite` as in `finite_report` (the params are those after the
@@ -168,7 +170,7 @@ def make_meta_step(learner: MetaLearner, optimizer: optax.GradientTransformation
   optimizer state as they were; the step still advances, so the sampler moves on.
   """
   check_finite = check_finite or skip_nonfinite
-  task_chunk = task_chunk or default_task_chunk()
+  task_chunk = resolve_task_chunk(task_chunk)
 
   def meta_step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.key, state.step)
