@@ -5,7 +5,8 @@
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
-    mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR] [--pipeline]
+    mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]
+                [--peer-device cuda] [--pipeline]
                                                  meta-step speed (and input pipeline speed)
 
 User errors (bad config, paths, impossible requests, data that is not there) print one clear
@@ -82,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
   bench.add_argument("--peer-python", default=None,
                      help="a Python interpreter with torch: run the peer on each variant too")
   bench.add_argument("--peers-dir", default=None, help="directory of torch_maml_bench.py")
+  bench.add_argument("--peer-device", default="cpu",
+                     help="torch device the peer runs on (e.g. cuda; default cpu)")
   bench.add_argument("--peer-iters", type=int, default=None, help="peer's timed steps (default: --iters)")
   bench.add_argument("--pipeline", action="store_true",
                      help="also time the input pipeline making the same tasks from the real "
@@ -102,7 +105,8 @@ def _bench(args) -> int:
   names = _bench_variants() if args.variants == "all" else [
       v.strip() for v in args.variants.split(",") if v.strip()]
   bench(names, iters=args.iters, overrides=args.overrides, peer_python=args.peer_python,
-        peers_dir=args.peers_dir, peer_iters=args.peer_iters, pipeline=args.pipeline)
+        peers_dir=args.peers_dir, peer_iters=args.peer_iters,
+        peer_device=args.peer_device, pipeline=args.pipeline)
   return 0
 
 

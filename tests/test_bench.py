@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import subprocess
 import sys
 
 import jax
@@ -15,7 +16,7 @@ from omniglot_data import DATA_DIR, needs_data
 TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1", "image_size=12"]
 FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
           "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "peers",
-          "ratios", "pipeline_tasks_per_s", "pipeline_headroom"}
+          "ratios", "peer_device", "pipeline_tasks_per_s", "pipeline_headroom"}
 FAKE_PEER = '''import json, sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 print("warming up")
@@ -46,8 +47,32 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
   assert "learn2learn is not importable" in out
   assert records[0]["peers"] == {"torch-loop": 4.0}
   assert records[1]["peers"] == {"torch-loop_fo": 4.0}
+  assert records[0]["peer_device"] == "cpu"
   assert records[0]["ratios"]["torch-loop"] == pytest.approx(records[0]["tasks_per_s"] / 4.0)
   assert "ratio" in out and "tasks/s" in out
+
+
+def test_a_peer_on_another_device_runs_through_the_device_launcher(tmp_path, monkeypatch):
+  commands = []
+
+  def fake_run(command, **kwargs):
+    commands.append(command)
+    line = '{"peer": "torch-loop", "tasks_per_s": 9.0}\n'
+    return subprocess.CompletedProcess(command, 0, stdout=line, stderr="")
+
+  monkeypatch.setattr(bench.subprocess, "run", fake_run)
+  extra = bench.BENCH_SCRIPTS / "torch_peer_extra.py"
+  (tmp_path / "torch_maml_bench.py").write_text("")
+  on_cpu = bench.run_peer("maml", "loop", "py", tmp_path, extra, iters=2, overrides=TINY)
+  on_gpu = bench.run_peer("maml", "loop", "py", tmp_path, extra, iters=2, overrides=TINY,
+                          device="cuda")
+  assert on_cpu == on_gpu == {"peer": "torch-loop", "tasks_per_s": 9.0}
+  script = str(tmp_path / "torch_maml_bench.py")
+  assert commands[0][:2] == ["py", script]
+  launcher = str(bench.BENCH_SCRIPTS / "torch_on_device.py")
+  assert commands[1][:5] == ["py", launcher, "--device", "cuda", script]
+  assert commands[1][5:] == commands[0][2:]
+  assert (bench.BENCH_SCRIPTS / "torch_on_device.py").is_file()
 
 
 @pytest.mark.parametrize("variant", list(bench.VARIANTS))
