@@ -37,6 +37,7 @@ from mmfsl_jax import config as config_lib
 from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.faults import NonFiniteLossError
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 
 CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image_encoder="conv4",
@@ -162,7 +163,11 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
   if not np.isfinite(float(metrics["loss"])):
-    raise RuntimeError(f"bench variant {name}: the meta-step gave a non-finite loss")
+    raise NonFiniteLossError(
+        f"bench variant {name}: the meta-step gave a non-finite loss, so its timings mean "
+        f"nothing (inner_steps={config.inner_steps}, inner_lr={config.inner_lr}, "
+        f"learning_rate={config.learning_rate}); a smaller inner_lr=... override usually "
+        f"keeps the inner loop from diverging")
   median = statistics.median(times)
   return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
                      config.meta_batch / median, median, compile_s, memory_mb,

@@ -92,6 +92,12 @@ def test_feature_text_without_the_training_split_is_a_clear_error():
     build_model(config, TextInfo("features", feature_dim=8), None)
 
 
+def test_a_diverging_variant_is_an_error_not_a_timing(compilation_cache):
+  code, out, err = _run(["bench", "--variants", "maml", "--iters", "1", *TINY, "inner_lr=1e30"])
+  assert code == 2 and "non-finite loss" in err and "inner_lr=1e+30" in err
+  assert "tasks/s" not in out
+
+
 def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_path):
   code, _, err = _run(["bench", "--variants", "mamll"])
   assert code == 2 and "maml_b8" in err
