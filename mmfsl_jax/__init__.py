@@ -4,7 +4,7 @@ Pure (init, apply) components -- encoders, aligners, fusers -- composed into a m
 embedding model, and meta-learners (ProtoNet, MAML) whose task losses are vmapped over task
 batches inside one jitted meta-step.
 """
-from mmfsl_jax import align, fuse
+from mmfsl_jax import align, fuse, sharding
 from mmfsl_jax.component import Component, from_linen
 from mmfsl_jax.data import ClassDataset, EpisodeSampler, ShapesConfig, WordVocabulary, shapes_splits
 from mmfsl_jax.encoders import conv4, resnet12, token_text_encoder, vector_encoder
@@ -22,6 +22,6 @@ __all__ = [
     "ShapesConfig", "TrainState", "WordVocabulary", "align", "conv4", "episode_metrics",
     "evaluate_episodes", "evaluate_workdir", "from_linen", "fuse", "init_train_state",
     "make_batched_predict", "make_meta_step", "maml", "mean_and_ci95", "multimodal_model",
-    "protonet", "resnet12", "shapes_splits", "token_text_encoder", "train_and_evaluate",
+    "protonet", "resnet12", "shapes_splits", "sharding", "token_text_encoder", "train_and_evaluate",
     "vector_encoder",
 ]

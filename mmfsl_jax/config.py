@@ -107,6 +107,8 @@ def base_config() -> ml_collections.ConfigDict:
   #                                 scan over the chunks (same results, one chunk's memory);
   #                                 0 = automatic: 1 on a CPU (fastest there), all at once on
   #                                 GPU/TPU; a chunk >= meta_batch vmaps all tasks at once
+  c.shard_tasks = True            # with several devices, split each meta-batch's tasks over
+  #                                 all of them (meta_batch a multiple of the device count)
   c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.grad_clip = 10.0

@@ -45,15 +45,18 @@ from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                               check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
+from mmfsl_jax.sharding import check_splits, replicate, shard_tasks, task_mesh
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
            "effective_config", "check_workdir", "save_config", "make_samplers"]
 
 # Settings a resumed run may change: how long to train and how often to log, validate, save.
 # skip_nonfinite_steps too: a run stopped by a non-finite step is resumed with it set.
-# conv_impl too: it changes how convolutions are computed, not what they compute.
+# conv_impl, task_chunk and shard_tasks too: they change how and where the step is computed
+# (so a run can move to more devices), not what it computes.
 RESUMABLE_CHANGES = ("num_steps", "log_every", "eval_every", "checkpoint_every", "val_episodes",
-                     "eval_episodes", "skip_nonfinite_steps", "conv_impl")
+                     "eval_episodes", "skip_nonfinite_steps", "conv_impl", "task_chunk",
+                     "shard_tasks")
 KEEP_CHECKPOINTS = 2
 
 
@@ -206,6 +209,13 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     tqdm.write(f"resuming from step {int(state.step)} in {workdir}")
   _trim_metrics(metrics_path, int(state.step))
 
+  mesh = task_mesh() if config.shard_tasks and jax.local_device_count() > 1 else None
+  make_batch = train_sampler.sample
+  if mesh is not None:
+    check_splits(config.meta_batch, mesh)
+    state = replicate(state, mesh)
+    make_batch = lambda step: shard_tasks(train_sampler.sample(step), mesh)  # in prefetch's thread
+    tqdm.write(f"meta-batch of {config.meta_batch} tasks split over {mesh.size} devices")
   meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping,
                              task_chunk=config.task_chunk)
   predict = make_batched_predict(eval_learner, config.task_chunk)
@@ -217,7 +227,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   stopped = False
   try:
     with stop, metrics_path.open("a") as log:
-      for step, batch in prefetch(train_sampler.sample, start, config.num_steps):
+      for step, batch in prefetch(make_batch, start, config.num_steps):
         if stop.signum is not None:
           stopped = True
           break

@@ -5,8 +5,8 @@ the episode sampler's position), parameters, optimizer state and the base RNG ke
 The step's key is `fold_in(state.key, state.step)`, so randomness never depends on how many
 times a run was restarted.
 
-The task axis B is the leading axis of every batch array; `batch_loss` vmaps over it, which
-is the axis to shard across devices.
+The task axis B is the leading axis of every batch array; `batch_loss` vmaps over it, and
+mmfsl_jax/sharding.py splits it across devices.
 
 With `check_finite=True` the step also reports, as booleans computed inside the jitted
 program, whether each metric, the gradient of each parameter group and each group after the

@@ -1,0 +1,102 @@
+"""The meta-batch split over devices (mmfsl_jax/sharding.py), on fake CPU devices.
+
+XLA fixes the number of host devices when the backend starts, so each check runs in a fresh
+interpreter with --xla_force_host_platform_device_count (as optax's sharding tests do).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mmfsl_jax import sharding
+
+
+def run_on_devices(count: int, code: str, env_extra: dict) -> dict:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
+             JAX_PLATFORMS="cpu", **env_extra)
+  done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                        text=True, env=env, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return dict(json.loads(done.stdout.strip().splitlines()[-1]), stdout=done.stdout)
+
+
+def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
+  result = run_on_devices(4, """
+    import json, jax, numpy as np
+    from jax.sharding import PartitionSpec
+    from mmfsl_jax import bench, sharding
+    from mmfsl_jax.errors import UserError
+    tiny = ["meta_batch=4", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=2",
+            "image_size=12",
+            # SGD: Adam's first update is lr * sign(gradient), which turns summation-order
+            # noise in a near-zero gradient component into a full-size difference
+            "optimizer=sgd", "learning_rate=0.1"]
+    mesh = sharding.task_mesh()
+    diffs = []
+    for chunk in (4, 2):   # all tasks at once; two strided chunks of two (one per 2 devices)
+      config, step, state, batch = bench.build_variant("maml", tiny + [f"task_chunk={chunk}"])
+      state = jax.device_get(state)                       # the step donates its input
+      one_state, one_metrics = step(state, batch)         # plain jit: one device
+      split = sharding.shard_tasks(batch, mesh)
+      images = split["query"]["image"]
+      sharded_state, sharded_metrics = step(sharding.replicate(state, mesh), split)
+      diffs += jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+          lambda a, b: float(np.max(np.abs(np.asarray(a) - b))),
+          one_state.params, sharded_state.params))
+    try:
+      sharding.shard_tasks(jax.tree_util.tree_map(lambda x: x[:3], batch), mesh)
+      error = None
+    except UserError as e:
+      error = str(e)
+    print(json.dumps({
+        "devices": mesh.size, "spec": str(images.sharding.spec),
+        "shard_rows": sorted({s.data.shape[0] for s in images.addressable_shards}),
+        "replicated": all(x.sharding.is_fully_replicated
+                          for x in jax.tree_util.tree_leaves(sharded_state.params)),
+        "max_param_diff": max(diffs),
+        "param_change": float(sum(np.abs(np.asarray(a) - b).sum() for a, b in zip(
+            jax.tree_util.tree_leaves(state.params),
+            jax.tree_util.tree_leaves(one_state.params)))),
+        "loss": [float(one_metrics["loss"]), float(sharded_metrics["loss"])],
+        "error": error}))
+  """, compilation_cache)
+  assert result["devices"] == 4
+  assert result["spec"] == str(sharding.PartitionSpec(sharding.TASK_AXIS))
+  assert result["shard_rows"] == [1]           # each device holds one of the 4 tasks
+  assert result["replicated"]
+  assert result["param_change"] > 1e-3         # the step did update the parameters...
+  assert result["max_param_diff"] < 1e-6       # ...identically on one device and on four
+  assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-5)
+  assert "3 tasks" in result["error"] and "4 devices" in result["error"]
+
+
+def test_training_splits_tasks_over_devices_and_resumes_on_one(tmp_path, compilation_cache):
+  result = run_on_devices(2, f"""
+    import json, pathlib
+    from mmfsl_jax import config as config_lib
+    from mmfsl_jax.errors import UserError
+    from mmfsl_jax.train import train_and_evaluate
+    workdir = pathlib.Path({str(tmp_path)!r})
+    config = config_lib.load_config("tiny")
+    config.num_steps = 4
+    train_and_evaluate(config, workdir / "run", progress=False)
+    config.num_steps, config.shard_tasks = 6, False      # the same run, moved to one device
+    final = train_and_evaluate(config, workdir / "run", progress=False)
+    odd = config_lib.load_config("tiny")
+    odd.meta_batch = 3
+    try:
+      train_and_evaluate(odd, workdir / "odd", progress=False)
+      error = None
+    except UserError as e:
+      error = str(e)
+    records = [json.loads(l) for l in (workdir / "run" / "metrics.jsonl").read_text().splitlines()]
+    print(json.dumps({{"final_step": final["step"], "error": error,
+                      "train_steps": [r["step"] for r in records if r["split"] == "train"]}}))
+  """, compilation_cache)
+  assert "meta-batch of 2 tasks split over 2 devices" in result["stdout"]
+  assert result["final_step"] == 6
+  assert result["train_steps"] == [2, 4, 6]
+  assert "meta_batch" in result["error"] and "shard_tasks=False" in result["error"]
