@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from mmfsl_jax import config as config_lib
 from mmfsl_jax.checkpoint import Checkpoints
@@ -20,6 +21,7 @@ from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import init_train_state, resolve_task_chunk
 from mmfsl_jax.metrics import episode_metrics, summarise
+from mmfsl_jax.sharding import local_task_mesh, replicate, shard_tasks
 
 
 def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
@@ -40,16 +42,20 @@ def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
   return jax.jit(predict)
 
 
-def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: int) -> dict:
+def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: int,
+                      mesh: Mesh | None = None) -> dict:
   """Summary over `num_episodes` tasks from `sampler` (its batch size is the chunk size).
 
   `predict` comes from `make_batched_predict`. Episode i is the same task for a given
-  sampler seed whatever the chunk size, so results do not depend on it.
+  sampler seed whatever the chunk size, so results do not depend on it. With a `mesh`
+  (sharding.py) each chunk's tasks are split over its devices (padded to split evenly);
+  `params` should then be replicated on it.
   """
   per_episode = []
   for chunk in range(math.ceil(num_episodes / sampler.batch_size)):
     batch = sampler.sample(chunk)
-    logits = np.asarray(predict(params, batch))
+    placed = batch if mesh is None else shard_tasks(batch, mesh, pad=True)
+    logits = np.asarray(predict(params, placed))
     labels = batch["query"]["label"]
     for i in range(len(labels)):
       if len(per_episode) < num_episodes:
@@ -162,8 +168,10 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                         split_name=split)
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = _restore_best(workdir, learner, config, example)
-  summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk), state.params,
-                              test, episodes)
+  mesh = local_task_mesh(config)
+  params = state.params if mesh is None else replicate(state.params, mesh)
+  summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk), params, test,
+                              episodes, mesh)
   result = {**summary, "settings": {
       "checkpoint_step": int(state.step), "split": split, "episodes": episodes,
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,

@@ -38,13 +38,32 @@ def check_splits(meta_batch: int, mesh: Mesh, what: str = "meta_batch") -> None:
                     f"to run on one device")
 
 
-def shard_tasks(batch, mesh: Mesh):
-  """`batch` (a pytree of [B, ...] arrays) on the mesh, its task axis split over devices."""
+def shard_tasks(batch, mesh: Mesh, *, pad: bool = False):
+  """`batch` (a pytree of [B, ...] arrays) on the mesh, its task axis split over devices.
+
+  With `pad`, a B that does not split evenly gets copies of its last task appended (up to
+  the next multiple of the device count) instead of an error: for evaluation, which reads
+  only the first B tasks' outputs.
+  """
   leading = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch)}
   if len(leading) != 1:
     raise ValueError(f"batch arrays disagree on the task axis: sizes {sorted(leading)}")
-  check_splits(leading.pop(), mesh, "the batch's task axis")
+  tasks = leading.pop()
+  if pad and tasks % mesh.size:
+    extra = mesh.size - tasks % mesh.size
+    batch = jax.tree_util.tree_map(
+        lambda x: np.concatenate([x, np.repeat(np.asarray(x)[-1:], extra, axis=0)]), batch)
+  else:
+    check_splits(tasks, mesh, "the batch's task axis")
   return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(TASK_AXIS)))
+
+
+def local_task_mesh(config) -> Mesh | None:
+  """The mesh `mmfsl train` and `mmfsl eval` split tasks over: every local device when there
+  are several and `config.shard_tasks`; None (one device, nothing placed) otherwise."""
+  if not config.shard_tasks or jax.local_device_count() < 2:
+    return None
+  return task_mesh()
 
 
 def replicate(tree, mesh: Mesh):

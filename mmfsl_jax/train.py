@@ -45,7 +45,7 @@ from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                               check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.sharding import check_splits, replicate, shard_tasks, task_mesh
+from mmfsl_jax.sharding import check_splits, local_task_mesh, replicate, shard_tasks
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
            "effective_config", "check_workdir", "save_config", "make_samplers"]
@@ -209,7 +209,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     tqdm.write(f"resuming from step {int(state.step)} in {workdir}")
   _trim_metrics(metrics_path, int(state.step))
 
-  mesh = task_mesh() if config.shard_tasks and jax.local_device_count() > 1 else None
+  mesh = local_task_mesh(config)
   make_batch = train_sampler.sample
   if mesh is not None:
     check_splits(config.meta_batch, mesh)
@@ -254,7 +254,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
           window = []
         if done % config.eval_every == 0 or done == config.num_steps:
-          summary = evaluate_episodes(predict, state.params, val_sampler, config.val_episodes)
+          summary = evaluate_episodes(predict, state.params, val_sampler, config.val_episodes,
+                                      mesh)
           val = {"step": done, "split": "val", **{f"{k}": v for k, v in summary.items()}}
           log.write(json.dumps(val) + "\n")
           log.flush()

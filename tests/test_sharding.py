@@ -73,18 +73,25 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
   assert "3 tasks" in result["error"] and "4 devices" in result["error"]
 
 
-def test_training_splits_tasks_over_devices_and_resumes_on_one(tmp_path, compilation_cache):
+def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_cache):
   result = run_on_devices(2, f"""
     import json, pathlib
     from mmfsl_jax import config as config_lib
     from mmfsl_jax.errors import UserError
+    from mmfsl_jax.evaluate import evaluate_workdir
     from mmfsl_jax.train import train_and_evaluate
     workdir = pathlib.Path({str(tmp_path)!r})
     config = config_lib.load_config("tiny")
-    config.num_steps = 4
+    config.num_steps, config.val_episodes = 4, 3         # 3 validation tasks: padded to 4
     train_and_evaluate(config, workdir / "run", progress=False)
     config.num_steps, config.shard_tasks = 6, False      # the same run, moved to one device
     final = train_and_evaluate(config, workdir / "run", progress=False)
+    evals = {{}}
+    for shard in (True, False):                          # 5 test tasks, 2 devices: padded
+      saved = json.loads((workdir / "run" / "config.json").read_text())
+      saved["shard_tasks"] = shard
+      (workdir / "run" / "config.json").write_text(json.dumps(saved))
+      evals[shard] = evaluate_workdir(workdir / "run", episodes=5, write=False)
     odd = config_lib.load_config("tiny")
     odd.meta_batch = 3
     try:
@@ -94,9 +101,15 @@ def test_training_splits_tasks_over_devices_and_resumes_on_one(tmp_path, compila
       error = str(e)
     records = [json.loads(l) for l in (workdir / "run" / "metrics.jsonl").read_text().splitlines()]
     print(json.dumps({{"final_step": final["step"], "error": error,
-                      "train_steps": [r["step"] for r in records if r["split"] == "train"]}}))
+                      "train_steps": [r["step"] for r in records if r["split"] == "train"],
+                      "val_n": [r["accuracy"]["n"] for r in records if r["split"] == "val"],
+                      "eval": {{str(k): v["accuracy"] for k, v in evals.items()}}}}))
   """, compilation_cache)
   assert "meta-batch of 2 tasks split over 2 devices" in result["stdout"]
   assert result["final_step"] == 6
   assert result["train_steps"] == [2, 4, 6]
+  assert result["val_n"] == [3, 3, 3]            # the padding task is not counted
+  sharded, single = result["eval"]["True"], result["eval"]["False"]
+  assert sharded["n"] == single["n"] == 5
+  assert sharded["mean"] == pytest.approx(single["mean"]) and sharded == pytest.approx(single)
   assert "meta_batch" in result["error"] and "shard_tasks=False" in result["error"]
