@@ -45,6 +45,8 @@ CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image
                  first_order=False, n_way=5, k_shot=1, q_query=15, meta_batch=32,
                  learning_rate=1e-3, grad_clip=0.0)
 TEXT_LENGTH, VOCAB_SIZE = 12, 200
+# The peer helpers (torch_peer_extra.py, torch_on_device.py) live beside the bench's results.
+BENCH_SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "bench"
 
 # name -> (config changes, the peer variants it is compared with). "l2l" runs only where
 # learn2learn is importable by the peer's interpreter.
@@ -192,9 +194,6 @@ def has_learn2learn(python: str) -> bool:
   return done.stdout.strip() == "True"
 
 
-BENCH_SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "bench"
-
-
 def run_peer(name: str, peer_variant: str, python: str, peers_dir: Path, extra_script: Path, *,
              iters: int, overrides: Sequence[str] = (), device: str = "cpu") -> dict:
   """The peer's result for one of its variants on this bench variant (its JSON line), run on
@@ -256,6 +255,8 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
   results = []
   for name in variants:
     result = run_variant(name, iters=iters, overrides=overrides)
+    if peer_python and VARIANTS[name][1]:
+      result.peer_device = peer_device
     for peer_variant in VARIANTS[name][1] if peer_python else ():
       if peer_variant == "l2l" and not with_l2l:
         continue
@@ -263,7 +264,6 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
                       iters=peer_iters or iters, overrides=overrides, device=peer_device)
       result.peers[peer["peer"]] = peer["tasks_per_s"]
       result.ratios[peer["peer"]] = result.tasks_per_s / peer["tasks_per_s"]
-      result.peer_device = peer_device
     if pipeline:
       result.pipeline_tasks_per_s = pipeline_tasks_per_s(name, batches=pipeline_batches,
                                                          overrides=overrides)
