@@ -55,8 +55,8 @@ VARIANTS = {
     "maml": ({}, MAML_PEERS),
     "maml_b8": ({"meta_batch": 8}, MAML_PEERS),
     "maml_b128": ({"meta_batch": 128}, MAML_PEERS),
-    # All 32 tasks vmapped at once (a meta_batch override above 32 would chunk by 32).
-    "maml_whole_batch": ({"task_chunk": 32}, MAML_PEERS),
+    # All tasks of the meta-batch vmapped at once, whatever meta_batch is (variant_config).
+    "maml_whole_batch": ({"task_chunk": "meta_batch"}, MAML_PEERS),
     "maml_steps5": ({"inner_steps": 5}, MAML_PEERS),
     # Ten SGD steps of lr 0.4 diverge on this network (the inner loss passes 1e18: its
     # flattened 2x2x64 features and the projection before the head make the inner problem
@@ -93,10 +93,16 @@ class BenchResult:
 def variant_config(name: str, overrides: Sequence[str] = ()):
   if name not in VARIANTS:
     raise UserError(f"unknown bench variant {name!r}; choose from {', '.join(VARIANTS)}")
+  changes = dict(VARIANTS[name][0])
+  whole_batch = changes.get("task_chunk") == "meta_batch"
+  if whole_batch:
+    del changes["task_chunk"]
   config = config_lib.base_config()
   config.update(CANONICAL)
-  config.update(VARIANTS[name][0])
+  config.update(changes)
   config_lib.apply_overrides(config, overrides)
+  if whole_batch and not any(o.partition("=")[0].strip() == "task_chunk" for o in overrides):
+    config.task_chunk = config.meta_batch
   config_lib.validate(config)
   return config
 

@@ -44,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--episodes", type=int, default=None, help="default: the config's (600)")
   evaluate.add_argument("--queries", type=int, default=None, help="queries per class (default 15)")
   evaluate.add_argument("--n-way", type=int, default=None,
-                        help="episodic: evaluate at this way (default: the training way; "
-                             "learners with a fixed head need their training way)")
+                        help="episodic: evaluate at this way (default: the config's "
+                             "eval_n_way, else the training way; learners with a fixed head "
+                             "need their training way)")
   evaluate.add_argument("--k-shot", type=int, default=None,
-                        help="episodic: evaluate at this shot (default: the training shot)")
+                        help="episodic: evaluate at this shot (default: the config's "
+                             "eval_k_shot, else the training shot)")
   evaluate.add_argument("--inner-steps", type=int, default=None,
                         help="MAML family: inner steps at test time (default: the config's "
                              "eval_inner_steps, else inner_steps)")

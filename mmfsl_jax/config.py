@@ -8,6 +8,7 @@ a value of the wrong type is an error that says what is valid.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import importlib
 import json
@@ -38,6 +39,9 @@ CHOICES = {
 MODALITIES = ("image", "text")
 # Methods with a differentiated inner loop (the MAML++ options apply to them).
 SECOND_ORDER_METHODS = ("maml", "anil", "metasgd")
+# Learners that classify any number of classes (prototypes, or a head fitted per task); the
+# others have a head of n_way outputs and are evaluated at their training way only.
+ANY_WAY_METHODS = ("protonet", "am3", "baselinepp")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -120,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 200
   c.val_episodes = 200
   c.eval_episodes = 600
+  c.eval_n_way = 0                # validation and test tasks: way and shot, 0 = the training
+  c.eval_k_shot = 0               #   ones (e.g. train 60-way, evaluate 20-way, as ProtoNets do)
   c.eval_q_query = 15
   c.eval_batch = 50
   c.eval_seed = 1234
@@ -235,6 +241,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{key} must be at least 1, got {config[key]}")
   if config.n_way < 2:
     raise ConfigError(f"n_way must be at least 2, got {config.n_way}")
+  if config.eval_n_way < 0 or config.eval_n_way == 1 or config.eval_k_shot < 0:
+    raise ConfigError(f"eval_n_way must be 0 (the training way) or at least 2, and eval_k_shot "
+                      f"0 (the training shot) or at least 1; got {config.eval_n_way}, "
+                      f"{config.eval_k_shot}")
+  check_eval_way(config, config.eval_n_way or config.n_way, ConfigError)
   if config.fuse_weights and len(config.fuse_weights) != len(mods):
     raise ConfigError(f"fuse_weights={tuple(config.fuse_weights)} needs one weight per modality "
                       f"{mods}")
@@ -256,6 +267,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.omniglot.tfds_splits not in ("full", "small"):
     raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
                       f"choose one of full, small")
+
+
+def check_eval_way(config, n_way: int, error=ConfigError) -> None:
+  """Only metric-based learners classify a way they were not trained for."""
+  if n_way != config.n_way and config.method not in ANY_WAY_METHODS:
+    raise error(
+        f"the model is trained {config.n_way}-way with method={config.method}, whose head has "
+        f"{config.n_way} outputs, so it cannot be evaluated {n_way}-way; train it with "
+        f"n_way={n_way}, or use one of {', '.join(ANY_WAY_METHODS)} (any way)")
+
+
+def evaluation_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose n_way and k_shot are those of its validation and test tasks
+  (`eval_n_way`, `eval_k_shot`)."""
+  config = copy.deepcopy(config)
+  config.n_way = config.eval_n_way or config.n_way
+  config.k_shot = config.eval_k_shot or config.k_shot
+  return config
 
 
 def _validate_method(config, mods: tuple[str, ...]) -> None:

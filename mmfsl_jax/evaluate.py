@@ -64,8 +64,7 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 BENCHMARKS = ("episodic", "omniglot-runs")
-# Learners that classify any number of classes (prototypes, or a head fitted per task).
-ANY_WAY_METHODS = ("protonet", "am3", "baselinepp")
+ANY_WAY_METHODS = config_lib.ANY_WAY_METHODS
 # Learners that adapt by inner-loop steps at test time (`eval_inner_steps`).
 INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")
 
@@ -98,15 +97,6 @@ def _restore_best(workdir, learner, config, example_task):
     checkpoints.close()
 
 
-def check_eval_way(config, n_way: int) -> None:
-  """Only metric-based learners classify a way they were not trained for."""
-  if n_way != config.n_way and config.method not in ANY_WAY_METHODS:
-    raise UserError(
-        f"the model was trained {config.n_way}-way with method={config.method}, whose head has "
-        f"{config.n_way} outputs, so it cannot be evaluated {n_way}-way; train it with "
-        f"n_way={n_way}, or use one of {', '.join(ANY_WAY_METHODS)} (any way)")
-
-
 def set_eval_inner_steps(config, inner_steps: int | None) -> int | None:
   """Sets the test-time inner steps (None keeps the config's); returns the steps the
   evaluation learner will take, None for learners without an inner loop."""
@@ -131,7 +121,8 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
   settings used. `data_dir` replaces the config's (the data moved since training); `n_way`
-  and `k_shot` evaluate at another way or shot than the training one; `inner_steps` replaces
+  and `k_shot` replace the way and shot of the tasks (default: the config's `eval_n_way` and
+  `eval_k_shot`, whose 0 means the training way and shot); `inner_steps` replaces
   the config's `eval_inner_steps` (MAML family); `split="val"` draws the tasks from the
   validation classes instead (for choosing such settings without the test classes).
   """
@@ -146,10 +137,11 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
     if value is not None and value < (2 if name == "n_way" else 1):
       raise UserError(f"{name} must be at least {2 if name == 'n_way' else 1}, got {value}")
   if n_way is not None:
-    check_eval_way(config, n_way)
-    config.n_way = n_way
+    config_lib.check_eval_way(config, n_way, UserError)
+    config.eval_n_way = n_way
   if k_shot is not None:
-    config.k_shot = k_shot
+    config.eval_k_shot = k_shot
+  config = config_lib.evaluation_config(config)
   steps = set_eval_inner_steps(config, inner_steps)
   episodes = config.eval_episodes if episodes is None else episodes
   q_query = config.eval_q_query if q_query is None else q_query

@@ -128,7 +128,8 @@ def make_samplers(config, splits):
                          q_query=config.q_query, batch_size=config.meta_batch, seed=config.seed,
                          split_name="train")
   train = wrap_train_sampler(train, config)  # augmentation where the dataset calls for it
-  val = EpisodeSampler(splits["val"], n_way=config.n_way, k_shot=config.k_shot,
+  eval_config = config_lib.evaluation_config(config)
+  val = EpisodeSampler(splits["val"], n_way=eval_config.n_way, k_shot=eval_config.k_shot,
                        q_query=config.eval_q_query, seed=config.eval_seed + 1, split_name="val",
                        batch_size=min(config.eval_batch, config.val_episodes))
   return train, val
@@ -188,7 +189,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   model = build_model(config, text_info, splits["train"])
   num_classes = splits["train"].num_classes
   learner = build_learner(config, model, num_classes=num_classes)
-  eval_learner = build_learner(config, model, for_eval=True, num_classes=num_classes)
+  eval_learner = build_learner(config_lib.evaluation_config(config), model, for_eval=True,
+                               num_classes=num_classes)
   optimizer = build_optimizer(config)
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)

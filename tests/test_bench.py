@@ -118,3 +118,10 @@ def test_bench_puts_the_input_pipeline_beside_the_meta_step(tmp_path, monkeypatc
   assert record["pipeline_headroom"] == pytest.approx(
       record["pipeline_tasks_per_s"] / record["tasks_per_s"])
   assert "input pipeline" in out and "the meta-step's" in out
+
+
+def test_the_whole_batch_variant_vmaps_every_task_at_any_meta_batch():
+  assert bench.variant_config("maml_whole_batch").task_chunk == 32
+  assert bench.variant_config("maml_whole_batch", ["meta_batch=64"]).task_chunk == 64
+  assert bench.variant_config("maml_whole_batch", ["meta_batch=64", "task_chunk=8"]).task_chunk == 8
+  assert bench.variant_config("maml", ["meta_batch=64"]).task_chunk == 0   # automatic

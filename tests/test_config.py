@@ -476,6 +476,29 @@ def test_validate_rates_must_be_positive(key):
     validate(config)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval_n_way": 1}, "eval_n_way must be 0"), ({"eval_k_shot": -1}, "eval_k_shot"),
+    ({"method": "maml", "eval_n_way": 3}, "trained 5-way with method=maml.*cannot be evaluated 3-way")])
+def test_validate_evaluation_way_and_shot(overrides, message):
+  config = base_config()
+  config.update(overrides)
+  with pytest.raises(ConfigError, match=message):
+    validate(config)
+
+
+def test_evaluation_config_takes_the_evaluation_way_and_shot_and_leaves_the_config_alone():
+  from mmfsl_jax.config import evaluation_config
+  config = base_config()
+  config.update({"n_way": 20, "k_shot": 5, "eval_n_way": 5, "eval_k_shot": 1})
+  validate(config)   # protonet evaluates any way
+  evaluated = evaluation_config(config)
+  assert (evaluated.n_way, evaluated.k_shot) == (5, 1) and (config.n_way, config.k_shot) == (20, 5)
+  config.update({"eval_n_way": 0, "eval_k_shot": 0})
+  assert (evaluation_config(config).n_way, evaluation_config(config).k_shot) == (20, 5)
+  config.update({"method": "maml", "eval_n_way": 20})   # its own way is always allowed
+  validate(config)
+
+
 def test_validate_gated_fuser_needs_text_last():
   config = apply_overrides(base_config(), ["fuser=gated", "modalities=('text', 'image')"])
   with pytest.raises(ConfigError, match="gated"):

@@ -215,3 +215,20 @@ def test_param_groups_open_model_and_encoder():
   assert list(param_groups(params)) == ["model/encoder/image", "model/encoder/text",
                                         "model/align", "model/fuse", "head"]
   assert list(param_groups({"encoder": {"image": 1}, "align": 2})) == ["encoder/image", "align"]
+
+
+def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
+  from mmfsl_jax.data.prepare import prepare_splits
+  from mmfsl_jax.evaluate import evaluate_workdir
+  config = tiny(n_way=4, eval_n_way=3, eval_k_shot=2, num_steps=2, eval_every=2)
+  train_sampler, val_sampler = train_module.make_samplers(config, prepare_splits(config)[0])
+  assert (train_sampler.n_way, val_sampler.n_way, val_sampler.k_shot) == (4, 3, 2)
+  assert val_sampler.sample(0)["support"]["label"].shape[1:] == (3 * 2,)
+  train_and_evaluate(config, tmp_path, progress=False)
+  val = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()
+         if json.loads(l)["split"] == "val"]
+  assert len(val) == 1 and 0.0 <= val[0]["accuracy"]["mean"] <= 1.0
+  settings = lambda **kw: evaluate_workdir(tmp_path, episodes=2, write=False, **kw)["settings"]
+  default, flags = settings(), settings(n_way=5, k_shot=1)
+  assert (default["n_way"], default["k_shot"]) == (3, 2)   # the config's evaluation way and shot
+  assert (flags["n_way"], flags["k_shot"]) == (5, 1)

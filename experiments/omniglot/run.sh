@@ -56,10 +56,16 @@ run() {  # name, config, "evals", overrides...   evals: space-separated, as eval
 run protonet omniglot_protonet "5w1s 5w5s 20w1s runs" \
   n_way=20 k_shot=1 q_query=5 meta_batch=2 num_steps=500 eval_every=250 checkpoint_every=250
 # ProtoNet again, for the 20 runs: 600 images a step, as the PyTorch peer's 60-way 5-shot
-# episodes (../shared/peers), as 3 tasks of 20-way 5-shot with 5 queries (60-way training
-# would need 60 validation classes; Early_Aramaic has 22); 800 steps, for the CPU time left.
+# episodes (../shared/peers), as 3 tasks of 20-way 5-shot with 5 queries (run before
+# eval_n_way existed, when 60-way training meant 60-way validation); 800 steps, for the CPU time left.
 run protonet_20way5shot omniglot_protonet "runs 20w1s 5w1s 5w5s" n_way=20 k_shot=5 q_query=5 \
   meta_batch=3 num_steps=800 eval_every=200 checkpoint_every=200
+# Snell et al.'s training episodes, as the PyTorch peer's: 60-way 5-shot with 5 queries (600
+# images a step), validated 20-way 1-shot (eval_n_way, eval_k_shot: Early_Aramaic has 22
+# characters); 2000 steps, as many as the peer's episodes, at a constant learning rate (the
+# peer halves it every 500).
+run protonet_60way5shot omniglot_protonet "runs 20w1s 5w1s 5w5s" n_way=60 k_shot=5 q_query=5 \
+  meta_batch=1 eval_n_way=20 eval_k_shot=1 num_steps=2000 eval_every=500 checkpoint_every=500
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;
