@@ -7,7 +7,9 @@ Each variant changes one thing. The library's own meta-step runs (`make_meta_ste
 learner `factory.build_learner` builds, image projection and head included), so the figures
 are those of training, not of a stripped-down copy.
 
-For each variant: tasks/s (median over `iters` meta-steps after one warm-up step), compile
+With several local devices (and `shard_tasks`, the default) each meta-batch's tasks are split
+over all of them, as in training. For each variant: tasks/s (median over `iters` meta-steps
+after one warm-up step), compile
 time (lowering + XLA compilation of the meta-step), XLA's memory estimate of the compiled
 step (arguments + outputs + temporaries), the device's peak memory where the backend reports
 it, and whether the jitted step compiled more than once. With `peer_python` (an interpreter
@@ -37,6 +39,7 @@ from mmfsl_jax import config as config_lib
 from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.sharding import local_task_mesh, replicate, shard_tasks
 from mmfsl_jax.faults import NonFiniteLossError
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 
@@ -83,6 +86,7 @@ class BenchResult:
   compiled_memory_mb: float
   peak_device_memory_mb: float | None
   compiles: int
+  devices: int = 1                             # the meta-batch's tasks split over this many
   peers: dict = dataclasses.field(default_factory=dict)    # peer name -> tasks/s
   ratios: dict = dataclasses.field(default_factory=dict)   # peer name -> ours / theirs
   peer_device: str | None = None               # the torch device the peers ran on
@@ -156,6 +160,9 @@ def build_variant(name: str, overrides: Sequence[str] = ()):
 
 def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
   config, step, state, batch = build_variant(name, overrides)
+  mesh = local_task_mesh(config)
+  if mesh is not None:   # several devices: the tasks split over them, as `mmfsl train` does
+    state, batch = replicate(state, mesh), shard_tasks(batch, mesh)
 
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
@@ -179,7 +186,8 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
   median = statistics.median(times)
   return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
                      config.meta_batch / median, median, compile_s, memory_mb,
-                     _peak_device_memory_mb(), step._cache_size())
+                     _peak_device_memory_mb(), step._cache_size(),
+                     devices=1 if mesh is None else mesh.size)
 
 
 def pipeline_tasks_per_s(name: str, *, batches: int, overrides: Sequence[str] = ()) -> float:
@@ -225,7 +233,8 @@ def run_peer(name: str, peer_variant: str, python: str, peers_dir: Path, extra_s
 
 def format_result(r: BenchResult) -> str:
   peak = "-" if r.peak_device_memory_mb is None else f"{r.peak_device_memory_mb:.0f}"
-  line = (f"{r.variant:<13} B={r.meta_batch:<4} steps={r.inner_steps:<3} "
+  devices = f"devices={r.devices} " if r.devices > 1 else ""
+  line = (f"{r.variant:<13} B={r.meta_batch:<4} steps={r.inner_steps:<3} {devices}"
           f"{r.tasks_per_s:8.2f} tasks/s  step {r.median_step_s:7.3f} s  "
           f"compile {r.compile_s:6.1f} s  compiled mem {r.compiled_memory_mb:8.1f} MB  "
           f"peak dev mem {peak} MB  compiles {r.compiles}")

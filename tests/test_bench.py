@@ -15,7 +15,7 @@ from omniglot_data import DATA_DIR, needs_data
 
 TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1", "image_size=12"]
 FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
-          "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "peers",
+          "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "devices", "peers",
           "ratios", "peer_device", "pipeline_tasks_per_s", "pipeline_headroom"}
 FAKE_PEER = '''import json, sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))

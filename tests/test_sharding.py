@@ -51,6 +51,7 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
       error = None
     except UserError as e:
       error = str(e)
+    timed = bench.run_variant("maml", iters=1, overrides=tiny)    # `mmfsl bench` splits too
     print(json.dumps({
         "devices": mesh.size, "spec": str(images.sharding.spec),
         "shard_rows": sorted({s.data.shape[0] for s in images.addressable_shards}),
@@ -61,7 +62,7 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
             jax.tree_util.tree_leaves(state.params),
             jax.tree_util.tree_leaves(one_state.params)))),
         "loss": [float(one_metrics["loss"]), float(sharded_metrics["loss"])],
-        "error": error}))
+        "error": error, "bench_devices": timed.devices, "bench_tasks_per_s": timed.tasks_per_s}))
   """, compilation_cache)
   assert result["devices"] == 4
   assert result["spec"] == str(sharding.PartitionSpec(sharding.TASK_AXIS))
@@ -71,6 +72,7 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
   assert result["max_param_diff"] < 1e-6       # ...identically on one device and on four
   assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-5)
   assert "3 tasks" in result["error"] and "4 devices" in result["error"]
+  assert result["bench_devices"] == 4 and result["bench_tasks_per_s"] > 0
 
 
 def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_cache):
