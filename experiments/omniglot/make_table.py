@@ -49,6 +49,9 @@ def trained_as(config, wall_time) -> str:
   if wall_time.get("stopped_at_step"):   # stopped early for CPU time: its best checkpoint
     steps = f"{wall_time['stopped_at_step']} (stopped; of {steps})"
   text = f"{config['n_way']}-way {config['k_shot']}-shot, {steps} steps"
+  if config.get("eval_n_way") or config.get("eval_k_shot"):
+    text += (f", validated {config.get('eval_n_way') or config['n_way']}-way "
+             f"{config.get('eval_k_shot') or config['k_shot']}-shot")
   if config["method"] in INNER_LOOP_METHODS:
     text += f", inner lr {config['inner_lr']}"
   return text + (", zero head" if config.get("zero_head") else "")
