@@ -39,7 +39,7 @@ from mmfsl_jax import config as config_lib
 from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
-from mmfsl_jax.sharding import local_task_mesh, replicate, shard_tasks
+from mmfsl_jax.sharding import task_mesh_for, replicate, shard_tasks
 from mmfsl_jax.faults import NonFiniteLossError
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 
@@ -160,7 +160,7 @@ def build_variant(name: str, overrides: Sequence[str] = ()):
 
 def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
   config, step, state, batch = build_variant(name, overrides)
-  mesh = local_task_mesh(config)
+  mesh = task_mesh_for(config)
   if mesh is not None:   # several devices: the tasks split over them, as `mmfsl train` does
     state, batch = replicate(state, mesh), shard_tasks(batch, mesh)
 

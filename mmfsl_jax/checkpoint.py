@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from mmfsl_jax.errors import CheckpointError
 from mmfsl_jax.meta.step import TrainState
@@ -77,7 +78,10 @@ def _valid_json(path: Path) -> bool:
 
 
 def _set_aside(path: Path) -> Path:
-  """Renames a damaged step directory to `<step>.corrupt` (never deletes it)."""
+  """Renames a damaged step directory to `<step>.corrupt` (never deletes it). Of several
+  processes only the first renames; the others then wait for it in `_all_processes_here`."""
+  if jax.process_index() != 0:
+    return path
   target, n = path.with_name(f"{path.name}.corrupt"), 1
   while target.exists():
     target, n = path.with_name(f"{path.name}.corrupt{n}"), n + 1
@@ -85,6 +89,21 @@ def _set_aside(path: Path) -> Path:
   warnings.warn(f"moved the unusable checkpoint {path} to {target}; delete it once you no "
                 f"longer need it", CheckpointWarning, stacklevel=4)
   return target
+
+
+def _all_processes_here(name: str) -> None:
+  """A barrier across the processes of a multi-process run (nothing with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def _restore_target(x) -> jax.ShapeDtypeStruct:
+  """Shape, dtype and placement to restore an array into: `x`'s own placement, else this
+  process's first device (not the saved one: a run saved by several processes must load
+  into one)."""
+  sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(
+      jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
 def state_bytes(state: TrainState) -> int:
@@ -135,6 +154,7 @@ class Checkpoints:
         warnings.warn(f"checkpoint {path} is incomplete or corrupt and is skipped (its "
                       f"metrics file is damaged)", CheckpointWarning, stacklevel=3)
         _set_aside(path)
+      _all_processes_here("mmfsl: damaged best checkpoints set aside")
       return open_manager()
 
   @staticmethod
@@ -177,7 +197,7 @@ class Checkpoints:
     """The state saved at `step` and its extra JSON; CorruptCheckpoint or orbax's error if it
     cannot be read. Checkpoints without a fingerprint (older versions) are not verified."""
     metadata = self._custom_metadata(manager, step)
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _as_dict(like))
+    abstract = jax.tree_util.tree_map(_restore_target, _as_dict(like))
     restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     expected = metadata.get("fingerprint")
     if expected:
@@ -230,6 +250,7 @@ class Checkpoints:
     for step, _ in failed:
       _set_aside(Path(self.latest.directory) / str(step))
     if failed:
+      _all_processes_here("mmfsl: damaged checkpoints set aside")
       self.latest.reload()
     return found[1], found[2]
 

@@ -1,6 +1,6 @@
 """The `mmfsl` command: `mmfsl train`, `mmfsl eval` and `mmfsl data`.
 
-    mmfsl train --config CONFIG --workdir DIR [key=value ...]
+    mmfsl train --config CONFIG --workdir DIR [--distributed ...] [key=value ...]
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
@@ -26,6 +26,31 @@ _USER_ERRORS = (UserError, FileNotFoundError, ImportError)
 _BENCHMARKS = ("episodic", "omniglot-runs")
 
 
+def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("several processes (hosts)")
+  group.add_argument("--distributed", action="store_true",
+                     help="join a multi-process run (jax.distributed.initialize); the cluster "
+                          "is detected on Cloud TPU, SLURM and Open MPI, else give the three "
+                          "flags below. Tasks split over the devices of all processes; only "
+                          "process 0 writes logs and files")
+  group.add_argument("--coordinator", default=None, help="host:port of process 0")
+  group.add_argument("--num-processes", type=int, default=None)
+  group.add_argument("--process-id", type=int, default=None)
+
+
+def _join_if_distributed(args) -> None:
+  given = [args.coordinator, args.num_processes, args.process_id]
+  if not args.distributed:
+    if any(v is not None for v in given):
+      raise UserError("--coordinator, --num-processes and --process-id need --distributed")
+    return
+  if any(v is None for v in given) and any(v is not None for v in given):
+    raise UserError("give all of --coordinator, --num-processes and --process-id, or none "
+                    "(to let JAX detect the cluster)")
+  from mmfsl_jax.sharding import initialize_distributed
+  initialize_distributed(*given)
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="mmfsl", description="Multimodal few-shot learning in JAX.")
   commands = parser.add_subparsers(dest="command")
@@ -35,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument("--workdir", default="runs/default", help="output directory (default: runs/default)")
   train.add_argument("--no-progress", action="store_true", help="no progress bar")
   train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+  _add_distributed_flags(train)
   evaluate = commands.add_parser("eval", help="evaluate the best checkpoint")
   evaluate.add_argument("--workdir", default="runs/default")
   evaluate.add_argument("--benchmark", choices=_BENCHMARKS, default="episodic",
@@ -117,6 +143,7 @@ def _train(args) -> int:
   from mmfsl_jax.train import train_and_evaluate
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, args.overrides)
+  _join_if_distributed(args)
   record = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
   print(json.dumps(record))
   return 0

@@ -21,7 +21,7 @@ from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import init_train_state, resolve_task_chunk
 from mmfsl_jax.metrics import episode_metrics, summarise
-from mmfsl_jax.sharding import local_task_mesh, replicate, shard_tasks
+from mmfsl_jax.sharding import is_primary, replicate, shard_tasks, task_mesh_for, to_host
 
 
 def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
@@ -55,7 +55,7 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
   for chunk in range(math.ceil(num_episodes / sampler.batch_size)):
     batch = sampler.sample(chunk)
     placed = batch if mesh is None else shard_tasks(batch, mesh, pad=True)
-    logits = np.asarray(predict(params, placed))
+    logits = to_host(predict(params, placed))
     labels = batch["query"]["label"]
     for i in range(len(labels)):
       if len(per_episode) < num_episodes:
@@ -160,7 +160,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                         split_name=split)
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = _restore_best(workdir, learner, config, example)
-  mesh = local_task_mesh(config)
+  mesh = task_mesh_for(config)
   params = state.params if mesh is None else replicate(state.params, mesh)
   summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk), params, test,
                               episodes, mesh)
@@ -169,7 +169,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
       "dataset": config.dataset, "inner_steps": steps, "seconds": round(time.time() - t0, 2)}}
-  if write:
+  if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result
 
@@ -248,6 +248,6 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
                          "image_size": image_size, "trained_n_way": config.n_way,
                          "trained_k_shot": config.k_shot, "inner_steps": steps,
                          "seconds": round(time.time() - t0, 2)}}
-  if write:
+  if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result

@@ -45,7 +45,8 @@ from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                               check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.sharding import check_splits, local_task_mesh, replicate, shard_tasks
+from mmfsl_jax.sharding import (check_splits, is_primary, replicate, shard_tasks, task_mesh_for,
+                                to_host)
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
            "effective_config", "check_workdir", "save_config", "make_samplers"]
@@ -94,7 +95,7 @@ def check_workdir(workdir: Path, config) -> None:
   """
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as error:
@@ -195,7 +196,14 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)
   check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
-  save_config(workdir, config)
+  primary = is_primary()   # of several processes, only the first writes logs and config.json
+  say = tqdm.write if primary else lambda message: None
+  if primary:
+    save_config(workdir, config)
+  mesh = task_mesh_for(config)
+  if mesh is not None:   # before restoring, so that a checkpoint comes back replicated
+    check_splits(config.meta_batch, mesh)
+    state = replicate(state, mesh)
 
   checkpoints = Checkpoints(workdir, keep=KEEP_CHECKPOINTS)
   metrics_path = workdir / "metrics.jsonl"
@@ -208,33 +216,33 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   if resumed is not None:
     state, extra = resumed
     window = list(extra.get("window", []))
-    tqdm.write(f"resuming from step {int(state.step)} in {workdir}")
-  _trim_metrics(metrics_path, int(state.step))
+    say(f"resuming from step {int(state.step)} in {workdir}")
+  if primary:
+    _trim_metrics(metrics_path, int(state.step))
 
-  mesh = local_task_mesh(config)
   make_batch = train_sampler.sample
   if mesh is not None:
-    check_splits(config.meta_batch, mesh)
-    state = replicate(state, mesh)
     make_batch = lambda step: shard_tasks(train_sampler.sample(step), mesh)  # in prefetch's thread
-    tqdm.write(f"meta-batch of {config.meta_batch} tasks split over {mesh.size} devices")
+    processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    say(f"meta-batch of {config.meta_batch} tasks split over {mesh.size} devices{processes}")
   meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping,
                              task_chunk=config.task_chunk)
   predict = make_batched_predict(eval_learner, config.task_chunk)
   start = int(state.step)
   record: dict = {"step": start}
-  bar = tqdm(total=config.num_steps, initial=start, disable=not progress, desc="meta-train")
+  bar = tqdm(total=config.num_steps, initial=start, disable=not (progress and primary),
+             desc="meta-train")
   t0 = time.time()
   stop = StopSignals()
   stopped = False
   try:
-    with stop, metrics_path.open("a") as log:
+    with stop, (metrics_path.open("a") if primary else open(os.devnull, "w")) as log:
       for step, batch in prefetch(make_batch, start, config.num_steps):
         if stop.signum is not None:
           stopped = True
           break
         state, metrics, finite = meta_step(state, batch)
-        metrics, finite = jax.device_get((metrics, finite))
+        metrics, finite = to_host((metrics, finite))
         metrics = {k: float(v) for k, v in metrics.items()}
         bad = [k for k, ok in finite.items() if not ok]
         if bad and not skipping:
@@ -262,8 +270,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
           log.write(json.dumps(val) + "\n")
           log.flush()
           checkpoints.save_best(state, summary["accuracy"]["mean"])
-          bar.write(f"step {done}: val accuracy {summary['accuracy']['mean']:.4f} "
-                    f"± {summary['accuracy']['ci95']:.4f}")
+          say(f"step {done}: val accuracy {summary['accuracy']['mean']:.4f} "
+              f"± {summary['accuracy']['ci95']:.4f}")
         if done % config.checkpoint_every == 0 or done == config.num_steps:
           checkpoints.save_latest(state, {"window": window})
         bar.update(1)

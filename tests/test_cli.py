@@ -373,3 +373,13 @@ def test_debug_env_shows_the_exception(tmp_path, monkeypatch):
   monkeypatch.setenv("MMFSL_DEBUG", "1")
   with pytest.raises(UserError, match="unknown config key"):
     main(_train_argv(tmp_path / "run", "n_wya=3"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "localhost:1234"], "need --distributed"),
+    (["--distributed", "--num-processes", "2"], "give all of --coordinator"),
+])
+def test_distributed_flags_are_checked_before_anything_runs(tmp_path, capsys, flags, message):
+  assert main(_train_argv(tmp_path / "run") + flags) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()

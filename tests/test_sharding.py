@@ -115,3 +115,64 @@ def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_
   assert sharded["n"] == single["n"] == 5
   assert sharded["mean"] == pytest.approx(single["mean"]) and sharded == pytest.approx(single)
   assert "meta_batch" in result["error"] and "shard_tasks=False" in result["error"]
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _train_in_processes(workdir, overrides, env_extra, processes=2):
+  """`mmfsl train --distributed` as `processes` local processes of one device each."""
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
+  env.pop("XLA_FLAGS", None)
+  runs = [subprocess.Popen(
+      [sys.executable, "-c", "import sys; from mmfsl_jax.cli import main; sys.exit(main())",
+       "train", "--config", "tiny", "--workdir", str(workdir), "--no-progress", "--distributed",
+       "--coordinator", f"localhost:{port}", "--num-processes", str(processes),
+       "--process-id", str(i), *overrides],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+      for i in range(processes)]
+  outputs = [run.communicate(timeout=600) for run in runs]
+  for run, (out, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-3000:]
+  return [out for out, _ in outputs]
+
+
+def test_training_across_processes_equals_one_process(tmp_path, compilation_cache):
+  """Two processes (as two hosts would be) share the meta-batch, write one log, and resume;
+  the parameters match a one-process run's."""
+  import jax
+  import numpy as np
+  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.checkpoint import Checkpoints
+  from mmfsl_jax.train import train_and_evaluate
+  settings = ["optimizer='sgd'", "learning_rate=0.1", "log_every=2", "eval_every=2",
+              "checkpoint_every=2"]
+  outputs = _train_in_processes(tmp_path / "two", settings + ["num_steps=4"], compilation_cache)
+  assert "split over 2 devices of 2 processes" in outputs[0]
+  assert "split over" not in outputs[1]                   # only process 0 reports
+  _train_in_processes(tmp_path / "two", settings + ["num_steps=6"], compilation_cache)  # resume
+  config = config_lib.load_config("tiny")
+  config_lib.apply_overrides(config, settings + ["num_steps=6"])
+  train_and_evaluate(config, tmp_path / "one", progress=False)
+
+  records = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+  two, one = records(tmp_path / "two"), records(tmp_path / "one")
+  assert [(r["step"], r["split"]) for r in two] == [(r["step"], r["split"]) for r in one]
+  for a, b in zip(two, one):
+    assert a["accuracy"] == pytest.approx(b["accuracy"], rel=1e-4, abs=1e-5)
+  import orbax.checkpoint as ocp
+  one_state = Checkpoints(tmp_path / "one", create=False).latest.restore(6)
+  like = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, one_state)  # one device here
+  two_state = Checkpoints(tmp_path / "two", create=False).latest.restore(
+      6, args=ocp.args.StandardRestore(like))
+  assert int(two_state["step"]) == 6
+  for a, b in zip(jax.tree_util.tree_leaves(two_state["params"]),
+                  jax.tree_util.tree_leaves(one_state["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  from mmfsl_jax.evaluate import evaluate_workdir   # one process reads the two's checkpoints
+  assert evaluate_workdir(tmp_path / "two", episodes=2, write=False)["accuracy"]["n"] == 2
