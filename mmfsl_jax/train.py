@@ -196,14 +196,14 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)
   check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
-  primary = is_primary()   # of several processes, only the first writes logs and config.json
-  say = tqdm.write if primary else lambda message: None
-  if primary:
-    save_config(workdir, config)
   mesh = task_mesh_for(config)
   if mesh is not None:   # before restoring, so that a checkpoint comes back replicated
     check_splits(config.meta_batch, mesh)
     state = replicate(state, mesh)
+  primary = is_primary()   # of several processes, only the first writes logs and config.json
+  say = tqdm.write if primary else lambda message: None
+  if primary:
+    save_config(workdir, config)
 
   checkpoints = Checkpoints(workdir, keep=KEEP_CHECKPOINTS)
   metrics_path = workdir / "metrics.jsonl"
