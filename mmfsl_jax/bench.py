@@ -7,15 +7,15 @@ Each variant changes one thing. The library's own meta-step runs (`make_meta_ste
 learner `factory.build_learner` builds, image projection and head included), so the figures
 are those of training, not of a stripped-down copy.
 
-With several local devices (and `shard_tasks`, the default) each meta-batch's tasks are split
-over all of them, as in training. For each variant: tasks/s (median over `iters` meta-steps
-after one warm-up step), compile
-time (lowering + XLA compilation of the meta-step), XLA's memory estimate of the compiled
-step (arguments + outputs + temporaries), the device's peak memory where the backend reports
-it, and whether the jitted step compiled more than once. With `peer_python` (an interpreter
-with torch) it runs the peer script on the same variant in the same process tree, one after
-the other, and prints the ratio of tasks/s; the peer runs on the CPU unless `peer_device`
-names another torch device (experiments/bench/torch_on_device.py runs it there). With
+With several devices (and `shard_tasks`, the default) each meta-batch's tasks are split over
+all of them, as in training. For each variant: tasks/s (median over `iters` meta-steps after
+one warm-up step), compile time (lowering + XLA compilation of the meta-step), XLA's memory
+estimate of the compiled step (arguments + outputs + temporaries), the device's peak memory
+where the backend reports it, and whether the jitted step compiled more than once. With
+`peer_python` (an interpreter with torch) it runs the peer script on the same variant in the
+same process tree, one after the other, and prints the ratio of tasks/s; the peer runs on
+the CPU unless `peer_device` names another torch device (experiments/bench/torch_on_device.py
+runs it there). With
 `pipeline`, it also times the input pipeline producing the same variant's tasks from the real
 Omniglot files (data/pipeline.py's `measure_pipeline`, one thread, as training's prefetch
 thread runs it) and prints its tasks/s beside the meta-step's, and their ratio: above 1, the
@@ -39,9 +39,9 @@ from mmfsl_jax import config as config_lib
 from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
-from mmfsl_jax.sharding import task_mesh_for, replicate, shard_tasks
 from mmfsl_jax.faults import NonFiniteLossError
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
+from mmfsl_jax.sharding import replicate, shard_tasks, task_mesh_for
 
 CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image_encoder="conv4",
                  conv_channels=64, embed_dim=64, method="maml", inner_steps=1, inner_lr=0.4,
