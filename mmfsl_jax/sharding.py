@@ -11,7 +11,7 @@ one mesh over all their devices. Every process samples the same whole batch (the
 a function of its seed and the step) and places only its own devices' tasks; outputs come
 back to each host whole through `to_host`.
 
-    mesh = task_mesh()                      # all devices of this process
+    mesh = task_mesh()                      # all devices (of every process)
     state = replicate(state, mesh)
     batch = shard_tasks(batch, mesh)        # [B, ...] arrays, B a multiple of mesh.size
     state, metrics = meta_step(state, batch)

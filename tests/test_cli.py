@@ -383,3 +383,14 @@ def test_distributed_flags_are_checked_before_anything_runs(tmp_path, capsys, fl
   assert main(_train_argv(tmp_path / "run") + flags) == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "run").exists()
+
+
+def test_distributed_outside_a_detected_cluster_says_what_to_give(tmp_path):
+  done = subprocess.run(   # a fresh interpreter: joining touches JAX's global state
+      [sys.executable, "-c", "import sys; from mmfsl_jax.cli import main; sys.exit(main())",
+       *_train_argv(tmp_path / "run"), "--distributed"], capture_output=True, text=True,
+      env={k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))},
+      timeout=300)
+  assert done.returncode == 2
+  assert "could not join the distributed run" in done.stderr
+  assert "host:port" in done.stderr and not (tmp_path / "run").exists()
