@@ -64,7 +64,6 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 BENCHMARKS = ("episodic", "omniglot-runs")
-ANY_WAY_METHODS = config_lib.ANY_WAY_METHODS
 # Learners that adapt by inner-loop steps at test time (`eval_inner_steps`).
 INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")
 
@@ -214,12 +213,12 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
         f"model in {workdir} was trained on dataset={config.dataset!r} with {channels}-channel "
         f"images; train on dataset=omniglot or tfds_omniglot")
   runs_way = 20
-  if config.n_way != runs_way and config.method not in ANY_WAY_METHODS:
+  if config.n_way != runs_way and config.method not in config_lib.ANY_WAY_METHODS:
     raise UserError(
         f"--benchmark omniglot-runs is 20-way, but the model in {workdir} is {config.method} "
         f"with a head of n_way={config.n_way} outputs; {config.method} can only be evaluated "
         f"at the way it was trained. Train it with n_way=20, or use one of "
-        f"{', '.join(ANY_WAY_METHODS)} (any way)")
+        f"{', '.join(config_lib.ANY_WAY_METHODS)} (any way)")
   if not Checkpoints.exist(workdir):
     raise CheckpointError(f"no checkpoint in {workdir}: run `mmfsl train --workdir {workdir}` "
                           f"first (or let it reach its first checkpoint)")
