@@ -11,7 +11,9 @@ With several devices (and `shard_tasks`, the default) each meta-batch's tasks ar
 all of them, as in training. For each variant: tasks/s (median over `iters` meta-steps after
 one warm-up step), compile time (lowering + XLA compilation of the meta-step), XLA's memory
 estimate of the compiled step (arguments + outputs + temporaries), the device's peak memory
-where the backend reports it, and whether the jitted step compiled more than once. With
+where the backend reports it, whether the jitted step compiled more than once, and the
+step's matrix-product FLOPs a task and the rate it sustains, beside one large matmul's rate
+on the same device in the same run. With
 `peer_python` (an interpreter with torch) it runs the peer script on the same variant in the
 same process tree, one after the other, and prints the ratio of tasks/s; the peer runs on
 the CPU unless `peer_device` names another torch device (experiments/bench/torch_on_device.py
@@ -40,6 +42,7 @@ from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.faults import NonFiniteLossError
+from mmfsl_jax.flop_count import matmul_flops
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 from mmfsl_jax.sharding import replicate, shard_tasks, task_mesh_for
 
@@ -92,6 +95,12 @@ class BenchResult:
   peer_device: str | None = None               # the torch device the peers ran on
   pipeline_tasks_per_s: float | None = None    # the input pipeline alone, same tasks
   pipeline_headroom: float | None = None       # pipeline tasks/s / meta-step tasks/s
+  # Matrix-product and convolution FLOPs a task (flop_count.py; None where a loop's trip count
+  # is not static), the rate the step sustains, and this machine's rate on one large float32
+  # matmul measured in the same run: how near the step is to the hardware's arithmetic limit.
+  gflop_per_task: float | None = None
+  gflop_per_s: float | None = None
+  gemm_gflop_per_s: float | None = None
 
 
 def variant_config(name: str, overrides: Sequence[str] = ()):
@@ -145,6 +154,27 @@ def _peak_device_memory_mb() -> float | None:
   return None if peak is None else peak / 2**20
 
 
+def gemm_gflop_per_s(size: int = 2048, iters: int = 5) -> float:
+  """GFLOP/s of one jitted [size, size] @ [size, size] float32 product on the default device
+  (median of `iters`): the practical arithmetic peak the bench's figures are read against."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  product = jax.jit(jnp.matmul)
+  jax.block_until_ready(product(a, a))
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    jax.block_until_ready(product(a, a))
+    times.append(time.perf_counter() - start)
+  return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _gflop_per_task(step, state, batch, meta_batch: int) -> float | None:
+  try:
+    return matmul_flops(step, state, batch) / meta_batch / 1e9
+  except ValueError:   # a while loop around products (flop_count.py): not countable
+    return None
+
+
 def build_variant(name: str, overrides: Sequence[str] = ()):
   """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
@@ -184,10 +214,12 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
         f"learning_rate={config.learning_rate}); a smaller inner_lr=... override usually "
         f"keeps the inner loop from diverging")
   median = statistics.median(times)
+  gflop = _gflop_per_task(step, state, batch, config.meta_batch)
   return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
                      config.meta_batch / median, median, compile_s, memory_mb,
                      _peak_device_memory_mb(), step._cache_size(),
-                     devices=1 if mesh is None else mesh.size)
+                     devices=1 if mesh is None else mesh.size, gflop_per_task=gflop,
+                     gflop_per_s=None if gflop is None else gflop * config.meta_batch / median)
 
 
 def pipeline_tasks_per_s(name: str, *, batches: int, overrides: Sequence[str] = ()) -> float:
@@ -238,6 +270,10 @@ def format_result(r: BenchResult) -> str:
           f"{r.tasks_per_s:8.2f} tasks/s  step {r.median_step_s:7.3f} s  "
           f"compile {r.compile_s:6.1f} s  compiled mem {r.compiled_memory_mb:8.1f} MB  "
           f"peak dev mem {peak} MB  compiles {r.compiles}")
+  if r.gflop_per_task is not None:
+    line += f"  {r.gflop_per_task:.2f} GFLOP/task = {r.gflop_per_s:.1f} GFLOP/s"
+    if r.gemm_gflop_per_s:
+      line += f" ({r.gflop_per_s / r.gemm_gflop_per_s:.0%} of one large matmul's)"
   where = "" if r.peer_device in (None, "cpu") else f" on {r.peer_device}"
   for peer, tasks_per_s in r.peers.items():
     line += f"  | {peer}{where} {tasks_per_s:.2f} tasks/s, ratio {r.ratios[peer]:.2f}x"
@@ -267,9 +303,13 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
   if peer_python and not with_l2l:
     print(f"note: learn2learn is not importable by {peer_python}; comparing with the peer's "
           f"plain per-task loop only", flush=True)
+  gemm = gemm_gflop_per_s()
+  print(f"one large matmul on {jax.default_backend()}: {gemm:.1f} GFLOP/s (float32, 2048^3)",
+        flush=True)
   results = []
   for name in variants:
     result = run_variant(name, iters=iters, overrides=overrides)
+    result.gemm_gflop_per_s = gemm
     if peer_python and VARIANTS[name][1]:
       result.peer_device = peer_device
     for peer_variant in VARIANTS[name][1] if peer_python else ():
