@@ -35,6 +35,7 @@ CHOICES = {
     "inner_loop": ("scan", "fori"),
     "batch_norm": ("transductive", "inductive"),
     "optimizer": ("adam", "sgd"),
+    "lr_schedule": ("constant", "step", "cosine"),
 }
 MODALITIES = ("image", "text")
 # Methods with a differentiated inner loop (the MAML++ options apply to them).
@@ -115,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   #                                 all of them (meta_batch a multiple of the device count)
   c.optimizer = "adam"
   c.learning_rate = 1e-3
+  c.lr_schedule = "constant"      # constant | step: x lr_decay_factor every lr_decay_every
+  c.lr_decay_every = 0            #   meta-steps (PyTorch's StepLR) | cosine: to 0 at num_steps
+  c.lr_decay_factor = 0.5
   c.grad_clip = 10.0
   c.skip_nonfinite_steps = False  # drop updates with a non-finite loss/gradient (counted as
   #                                 skipped_steps) instead of stopping with an error
@@ -260,6 +264,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{config.meta_batch}, or be at least it (all tasks at once)")
   if config.learning_rate <= 0 or config.inner_lr <= 0:
     raise ConfigError("learning_rate and inner_lr must be positive")
+  if config.lr_schedule == "step" and (config.lr_decay_every < 1
+                                       or not 0 < config.lr_decay_factor <= 1):
+    raise ConfigError(f"lr_schedule='step' needs lr_decay_every >= 1 meta-steps and "
+                      f"0 < lr_decay_factor <= 1, got lr_decay_every={config.lr_decay_every}, "
+                      f"lr_decay_factor={config.lr_decay_factor}")
   _validate_method(config, mods)
   if config.image_size < 0:
     raise ConfigError(f"image_size must be 0 (the dataset's own size) or positive, got "

@@ -77,9 +77,20 @@ def build_learner(config, model: MultimodalModel, *, for_eval: bool = False,
   return METHODS[config.method](config, model, for_eval=for_eval, num_classes=num_classes)
 
 
+def learning_rate(config) -> float | optax.Schedule:
+  """The meta-optimiser's rate: a float when constant, else an optax schedule of the step
+  count (which the optimiser state carries, so a resumed run continues the schedule)."""
+  if config.lr_schedule == "step":
+    return optax.exponential_decay(config.learning_rate, config.lr_decay_every,
+                                   config.lr_decay_factor, staircase=True)
+  if config.lr_schedule == "cosine":
+    return optax.cosine_decay_schedule(config.learning_rate, config.num_steps)
+  return config.learning_rate
+
+
 def build_optimizer(config) -> optax.GradientTransformation:
-  base = (optax.adam(config.learning_rate) if config.optimizer == "adam"
-          else optax.sgd(config.learning_rate, momentum=0.9))
+  rate = learning_rate(config)
+  base = optax.adam(rate) if config.optimizer == "adam" else optax.sgd(rate, momentum=0.9)
   if config.grad_clip:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
   return base

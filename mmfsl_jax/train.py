@@ -41,7 +41,7 @@ from mmfsl_jax.data.prepare import prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.evaluate import evaluate_episodes, make_batched_predict
-from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.factory import build_learner, build_model, build_optimizer, learning_rate
 from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                               check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
@@ -193,6 +193,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
   eval_learner = build_learner(config_lib.evaluation_config(config), model, for_eval=True,
                                num_classes=num_classes)
   optimizer = build_optimizer(config)
+  rate = learning_rate(config)
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
   state = init_train_state(learner, optimizer, example_task, config.seed)
   check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
@@ -258,6 +259,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
         if done % config.log_every == 0 or done == config.num_steps:
           record = {"step": done, "split": "train", "steps": len(window),
                     "time": round(time.time() - t0, 2), **_summarise(window, skipping)}
+          if callable(rate):   # a schedule: the rate of the window's last step
+            record["learning_rate"] = float(rate(done - 1))
           log.write(json.dumps(record) + "\n")
           log.flush()
           if record["loss"] is not None:

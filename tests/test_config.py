@@ -8,6 +8,7 @@ import keyword
 import math
 
 import ml_collections
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
@@ -392,6 +393,7 @@ def test_validate_accepts_every_choice(key):
   for choice in CHOICES[key]:
     config = base_config()
     config[key] = choice
+    config.lr_decay_every = 10   # lr_schedule="step" needs its period
     validate(config)
 
 
@@ -563,3 +565,34 @@ def test_config_differences_between_default_and_tiny():
   keys = {d.split(":")[0] for d in diffs}
   assert {"num_steps", "q_query", "shapes.examples_per_class", "shapes.image_size"} <= keys
   assert "n_way" not in keys
+
+
+@pytest.mark.parametrize("changes", [["lr_schedule=step"],   # lr_decay_every 0
+                                     ["lr_schedule=step", "lr_decay_every=10",
+                                      "lr_decay_factor=1.5"]])
+def test_a_step_schedule_needs_a_period_and_a_factor_in_0_1(changes):
+  with pytest.raises(ConfigError, match="lr_schedule='step' needs lr_decay_every >= 1"):
+    validate(apply_overrides(base_config(), changes))
+  with pytest.raises(ConfigError, match="lr_schedule"):
+    validate(apply_overrides(base_config(), ["lr_schedule=linear"]))
+
+
+@pytest.mark.parametrize("schedule, rates", [
+    ("constant", [1.0, 1.0, 1.0, 1.0]),
+    ("step", [1.0, 1.0, 0.5, 0.5]),          # halved every 2 steps
+    ("cosine", [1.0, 0.5, 0.0, 0.0]),        # 0.5 (1 + cos(pi t / num_steps)), num_steps 2
+])
+def test_adam_steps_follow_the_learning_rate_schedule(schedule, rates):
+  import jax.numpy as jnp
+  from mmfsl_jax.factory import build_optimizer
+  config = apply_overrides(base_config(), [f"lr_schedule={schedule}", "lr_decay_every=2",
+                                           "num_steps=2", "learning_rate=0.1", "grad_clip=0.0"])
+  validate(config)
+  optimizer = build_optimizer(config)
+  params = {"w": jnp.zeros(3)}
+  state = optimizer.init(params)
+  steps = []
+  for _ in rates:   # a constant gradient: each Adam update is -rate (to float32 rounding)
+    updates, state = optimizer.update({"w": jnp.ones(3)}, state, params)
+    steps.append(float(-updates["w"][0]))
+  np.testing.assert_allclose(steps, [0.1 * r for r in rates], rtol=1e-4, atol=1e-9)

@@ -42,8 +42,14 @@ def train_records(workdir):
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
   whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-  config = tiny(checkpoint_every=2, eval_every=2, log_every=1)
+  # a step schedule: its step count lives in the optimiser state, so resuming continues it
+  config = tiny(checkpoint_every=2, eval_every=2, log_every=1, lr_schedule="step",
+                lr_decay_every=2, lr_decay_factor=0.5)
   train_and_evaluate(config, whole, progress=False)
+  rates = [json.loads(l).get("learning_rate") for l in
+           (whole / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+  lr = config.learning_rate
+  assert rates == pytest.approx([lr, lr, lr / 2, lr / 2, lr / 4, lr / 4])
   shutil.copytree(whole, crashed)
   # as if killed just before the step-6 checkpoint: it and its log lines are lost or stale
   shutil.rmtree(crashed / "checkpoints" / "6")
