@@ -154,9 +154,16 @@ def _peak_device_memory_mb() -> float | None:
   return None if peak is None else peak / 2**20
 
 
+def gemm_size() -> int:
+  """2048 on a CPU (~0.1-0.2 s a product); 8192 on accelerators, where 2048 takes well under
+  a millisecond and dispatch overhead would hide the rate."""
+  return 2048 if jax.default_backend() == "cpu" else 8192
+
+
 def gemm_gflop_per_s(size: int = 2048, iters: int = 5) -> float:
   """GFLOP/s of one jitted [size, size] @ [size, size] float32 product on the default device
-  (median of `iters`): the practical arithmetic peak the bench's figures are read against."""
+  (median of `iters`; JAX's default matmul precision, as in the meta-step): the practical
+  arithmetic peak the bench's figures are read against."""
   a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
   product = jax.jit(jnp.matmul)
   jax.block_until_ready(product(a, a))
@@ -303,8 +310,9 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
   if peer_python and not with_l2l:
     print(f"note: learn2learn is not importable by {peer_python}; comparing with the peer's "
           f"plain per-task loop only", flush=True)
-  gemm = gemm_gflop_per_s()
-  print(f"one large matmul on {jax.default_backend()}: {gemm:.1f} GFLOP/s (float32, 2048^3)",
+  size = gemm_size()
+  gemm = gemm_gflop_per_s(size)
+  print(f"one large matmul on {jax.default_backend()}: {gemm:.1f} GFLOP/s (float32, {size}^3)",
         flush=True)
   results = []
   for name in variants:
