@@ -126,7 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 25
   c.eval_every = 200
   c.checkpoint_every = 200
-  c.val_episodes = 200
+  c.val_episodes = 200             # 0: no validation (all steps train; eval uses the last
+  #                                 checkpoint), e.g. with omniglot.val_alphabets=()
   c.eval_episodes = 600
   c.eval_n_way = 0                # validation and test tasks: way and shot, 0 = the training
   c.eval_k_shot = 0               #   ones (e.g. train 60-way, evaluate 20-way, as ProtoNets do)
@@ -239,12 +240,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
     raise ConfigError(f"modalities={mods!r}: give a non-empty subset of {MODALITIES}")
   for key in ("n_way", "k_shot", "q_query", "meta_batch", "num_steps", "inner_steps",
-              "eval_episodes", "val_episodes", "eval_q_query", "eval_batch", "embed_dim",
+              "eval_episodes", "eval_q_query", "eval_batch", "embed_dim",
               "log_every", "eval_every", "checkpoint_every"):
     if config[key] < 1:
       raise ConfigError(f"{key} must be at least 1, got {config[key]}")
   if config.n_way < 2:
     raise ConfigError(f"n_way must be at least 2, got {config.n_way}")
+  if config.val_episodes < 0:
+    raise ConfigError(f"val_episodes must be 0 (no validation) or positive, got "
+                      f"{config.val_episodes}")
+  if (config.dataset == "omniglot" and not tuple(config.omniglot.val_alphabets)
+      and config.val_episodes):
+    raise ConfigError("omniglot.val_alphabets=() leaves no validation classes: set "
+                      "val_episodes=0 (no validation; eval then uses the last checkpoint) or "
+                      "name a validation alphabet")
   if config.eval_n_way < 0 or config.eval_n_way == 1 or config.eval_k_shot < 0:
     raise ConfigError(f"eval_n_way must be 0 (the training way) or at least 2, and eval_k_shot "
                       f"0 (the training shot) or at least 1; got {config.eval_n_way}, "

@@ -152,6 +152,10 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                           f"first (or let it reach its first checkpoint)")
   t0 = time.time()
   splits, text_info = prepare_splits(config)
+  if split not in splits:
+    hint = ("; an Omniglot model trained without test alphabets is scored with --benchmark "
+            "omniglot-runs" if config.dataset == "omniglot" else "")
+    raise UserError(f"the run's data has no {split} split (its config leaves it out){hint}")
   model = build_model(config, text_info, splits["train"])
   learner = build_learner(config, model, for_eval=True, num_classes=splits["train"].num_classes)
   test = EpisodeSampler(splits[split], n_way=config.n_way, k_shot=config.k_shot,

@@ -110,6 +110,11 @@ def check_workdir(workdir: Path, config) -> None:
                             f"use a new workdir") from None
     # A field added to the library since that run had its default value there.
     previous = _with_defaults(previous, config_lib.config_to_dict(config_lib.base_config()))
+    if bool(previous.get("val_episodes")) != bool(config.val_episodes):
+      raise CheckpointError(
+          f"{workdir} holds a run {'with' if previous.get('val_episodes') else 'without'} "
+          f"validation; val_episodes may change on resume but not to or from 0 (the best "
+          f"checkpoint, which eval uses, would mean something else)")
     diffs = [d for d in config_lib.config_differences(previous, current)
              if d.split(":")[0] not in RESUMABLE_CHANGES]
     if diffs:
@@ -129,6 +134,11 @@ def make_samplers(config, splits):
                          q_query=config.q_query, batch_size=config.meta_batch, seed=config.seed,
                          split_name="train")
   train = wrap_train_sampler(train, config)  # augmentation where the dataset calls for it
+  if not config.val_episodes:
+    return train, None   # no validation
+  if "val" not in splits:
+    raise UserError("the data has no validation split; set val_episodes=0 to train without "
+                    "validation")
   eval_config = config_lib.evaluation_config(config)
   val = EpisodeSampler(splits["val"], n_way=eval_config.n_way, k_shot=eval_config.k_shot,
                        q_query=config.eval_q_query, seed=config.eval_seed + 1, split_name="val",
@@ -266,7 +276,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
           if record["loss"] is not None:
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
           window = []
-        if done % config.eval_every == 0 or done == config.num_steps:
+        if val_sampler is not None and (done % config.eval_every == 0
+                                        or done == config.num_steps):
           summary = evaluate_episodes(predict, state.params, val_sampler, config.val_episodes,
                                       mesh)
           val = {"step": done, "split": "val", **{f"{k}": v for k, v in summary.items()}}

@@ -596,3 +596,14 @@ def test_adam_steps_follow_the_learning_rate_schedule(schedule, rates):
     updates, state = optimizer.update({"w": jnp.ones(3)}, state, params)
     steps.append(float(-updates["w"][0]))
   np.testing.assert_allclose(steps, [0.1 * r for r in rates], rtol=1e-4, atol=1e-9)
+
+
+def test_val_episodes_zero_means_no_validation_and_omniglot_without_val_alphabets_needs_it():
+  validate(apply_overrides(base_config(), ["val_episodes=0"]))
+  with pytest.raises(ConfigError, match="val_episodes must be 0 .no validation. or positive"):
+    validate(apply_overrides(base_config(), ["val_episodes=-1"]))
+  no_val = ["dataset=omniglot", "omniglot.val_alphabets=()"]
+  with pytest.raises(ConfigError, match=r"val_alphabets=\(\) leaves no validation classes: set "
+                                        r"val_episodes=0"):
+    validate(apply_overrides(base_config(), no_val))
+  validate(apply_overrides(base_config(), no_val + ["val_episodes=0"]))

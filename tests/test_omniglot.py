@@ -93,6 +93,10 @@ def test_splits_without_rotations_and_bad_alphabets(cache_dir):
     omniglot.omniglot_splits(DATA_DIR, test_alphabets=("Klingon",), cache_dir=cache_dir)
   with pytest.raises(ValueError, match="Korean"):
     omniglot.omniglot_splits(DATA_DIR, val_alphabets=("Korean",), cache_dir=cache_dir)
+  # No held-out alphabets: every character trains (as the PyTorch peer's protocol).
+  everything = omniglot.omniglot_splits(DATA_DIR, rotations=False, cache_dir=cache_dir,
+                                        val_alphabets=(), test_alphabets=())
+  assert list(everything) == ["train"] and everything["train"].num_classes == 242
 
 
 @needs_data

@@ -238,3 +238,29 @@ def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
   default, flags = settings(), settings(n_way=5, k_shot=1)
   assert (default["n_way"], default["k_shot"]) == (3, 2)   # the config's evaluation way and shot
   assert (flags["n_way"], flags["k_shot"]) == (5, 1)
+
+
+def test_a_run_without_validation_trains_and_evaluates_its_last_checkpoint(tmp_path, monkeypatch):
+  from mmfsl_jax import evaluate as evaluate_module
+  from mmfsl_jax.errors import CheckpointError, UserError
+  config = tiny(val_episodes=0, num_steps=3, checkpoint_every=3, eval_every=1)
+  assert train_module.make_samplers(
+      config, evaluate_module.prepare_splits(config)[0])[1] is None
+  train_and_evaluate(config, tmp_path, progress=False)
+  splits = {json.loads(l)["split"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+  assert splits == {"train"}                       # no validation records
+  checkpoints = Checkpoints(tmp_path, create=False)
+  assert checkpoints.best.best_step() is None and checkpoints.latest_step() == 3
+  checkpoints.close()
+  result = evaluate_module.evaluate_workdir(tmp_path, episodes=2, write=False)
+  assert 0.0 <= result["accuracy"]["mean"] <= 1.0   # from the last checkpoint
+  # Validation cannot be switched on on resume: "best" would mean something else.
+  with pytest.raises(CheckpointError, match="holds a run without validation"):
+    train_and_evaluate(tiny(num_steps=4, checkpoint_every=3, eval_every=1), tmp_path,
+                       progress=False)
+  # Data without the split asked for (e.g. Omniglot with test_alphabets=()) is a clear error.
+  real = evaluate_module.prepare_splits
+  monkeypatch.setattr(evaluate_module, "prepare_splits", lambda c: (
+      {k: v for k, v in real(c)[0].items() if k != "test"}, real(c)[1]))
+  with pytest.raises(UserError, match="the run's data has no test split"):
+    evaluate_module.evaluate_workdir(tmp_path, episodes=2, write=False)

@@ -267,7 +267,8 @@ def omniglot_splits(path: PathLike | None = None, *,
                     cache_dir: PathLike | None = None) -> dict[str, ClassDataset]:
   """{"train", "val", "test"} ClassDatasets, one class per character, held out by alphabet.
 
-  Alphabets not in val or test go to train. With `rotations`, each train character also
+  Alphabets not in val or test go to train; an empty `val_alphabets` or `test_alphabets`
+  leaves that split out (training on every alphabet, tested on the one-shot runs). With `rotations`, each train character also
   gives classes "<alphabet>/<character>/rot90", ".../rot180", ".../rot270" (counter-clockwise),
   right after its unrotated class. Images: examples["image"] float32 [n, s, s, 1].
   """
@@ -286,6 +287,8 @@ def omniglot_splits(path: PathLike | None = None, *,
                      "test": [a for a in valid if a in test_alphabets]}
   splits = {}
   for split, alphabets in split_alphabets.items():
+    if split != "train" and not alphabets:
+      continue
     entries = []
     for alphabet in alphabets:
       for character, images in characters[alphabet].items():
