@@ -54,6 +54,9 @@ def trained_as(config, wall_time) -> str:
              f"{config.get('eval_k_shot') or config['k_shot']}-shot")
   if config["method"] in INNER_LOOP_METHODS:
     text += f", inner lr {config['inner_lr']}"
+  if config.get("val_episodes") == 0:
+    held_out = config["omniglot"]["val_alphabets"] or config["omniglot"]["test_alphabets"]
+    text += ", no validation" + ("" if held_out else ", all 8 alphabets")
   if config.get("lr_schedule") == "step":
     text += f", lr x{config['lr_decay_factor']} every {config['lr_decay_every']} steps"
   elif config.get("lr_schedule") == "cosine":
