@@ -42,7 +42,7 @@ from mmfsl_jax.data.prepare import TextInfo
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.faults import NonFiniteLossError
-from mmfsl_jax.flop_count import matmul_flops
+from mmfsl_jax.flop_count import jaxpr_flops
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
 from mmfsl_jax.sharding import replicate, shard_tasks, task_mesh_for
 
@@ -175,9 +175,9 @@ def gemm_gflop_per_s(size: int = 2048, iters: int = 5) -> float:
   return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def _gflop_per_task(step, state, batch, meta_batch: int) -> float | None:
+def _gflop_per_task(jaxpr, meta_batch: int) -> float | None:
   try:
-    return matmul_flops(step, state, batch) / meta_batch / 1e9
+    return jaxpr_flops(jaxpr) / meta_batch / 1e9
   except ValueError:   # a while loop around products (flop_count.py): not countable
     return None
 
@@ -202,7 +202,8 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
     state, batch = replicate(state, mesh), shard_tasks(batch, mesh)
 
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  traced = step.trace(state, batch)   # traced once: compiled, and its FLOPs counted
+  compiled = traced.lower().compile()
   compile_s = time.perf_counter() - start
   memory_mb = _compiled_memory_mb(compiled)
 
@@ -221,7 +222,7 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
         f"learning_rate={config.learning_rate}); a smaller inner_lr=... override usually "
         f"keeps the inner loop from diverging")
   median = statistics.median(times)
-  gflop = _gflop_per_task(step, state, batch, config.meta_batch)
+  gflop = _gflop_per_task(traced.jaxpr, config.meta_batch)
   return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
                      config.meta_batch / median, median, compile_s, memory_mb,
                      _peak_device_memory_mb(), step._cache_size(),

@@ -39,10 +39,13 @@ def _sub_jaxprs(value):
 
 
 def jaxpr_flops(jaxpr) -> int:
-  """Matrix-product and convolution FLOPs of one evaluation of `jaxpr`.
+  """Matrix-product and convolution FLOPs of one evaluation of `jaxpr` (open or closed, as
+  `jax.make_jaxpr` or a jitted function's `.trace(...).jaxpr` gives it).
 
   Raises ValueError for a `while` loop around such products (its trip count is not static).
   """
+  if not hasattr(jaxpr, "eqns"):
+    jaxpr = jaxpr.jaxpr
   total = 0
   for eqn in jaxpr.eqns:
     total += _product_flops(eqn)
@@ -64,4 +67,4 @@ def jaxpr_flops(jaxpr) -> int:
 
 def matmul_flops(fun: Callable, *args) -> int:
   """FLOPs of `fun(*args)`'s matrix products and convolutions (traced, not run)."""
-  return sum(jaxpr_flops(j) for j in _sub_jaxprs(jax.make_jaxpr(fun)(*args)))
+  return jaxpr_flops(jax.make_jaxpr(fun)(*args))

@@ -270,7 +270,8 @@ def omniglot_splits(path: PathLike | None = None, *,
   Alphabets not in val or test go to train; an empty `val_alphabets` or `test_alphabets`
   leaves that split out (training on every alphabet, tested on the one-shot runs). With
   `rotations`, each train character also gives classes "<alphabet>/<character>/rot90",
-  ".../rot180", ".../rot270" (counter-clockwise), right after its unrotated class. Images: examples["image"] float32 [n, s, s, 1].
+  ".../rot180", ".../rot270" (counter-clockwise), right after its unrotated class. Images:
+  examples["image"] float32 [n, s, s, 1].
   """
   characters = load_omniglot_characters(path, image_size, cache_dir=cache_dir)
   valid = sorted(characters)

@@ -82,7 +82,7 @@ def batch_loss_and_grad(learner: MetaLearner, params, batch: dict, key: jax.Arra
   num_tasks = jax.tree_util.tree_leaves(batch)[0].shape[0]
   if num_tasks == 1:
     task_chunk = 1  # a vmap over one task is slower than none (see chunk_sums)
-  if task_chunk != 1 and (not task_chunk or task_chunk >= num_tasks):
+  elif not task_chunk or task_chunk >= num_tasks:
     return jax.value_and_grad(lambda p: batch_loss(learner, p, batch, key), has_aux=True)(params)
   if num_tasks % task_chunk:
     raise ValueError(f"task_chunk={task_chunk} does not divide the meta-batch of {num_tasks} "
