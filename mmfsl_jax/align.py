@@ -1,9 +1,9 @@
 """Alignment of modalities in one shared embedding space.
 
 `projections` maps each modality's features into R^d (one linear map, or a small MLP, per
-modality); `info_nce` is the symmetric contrastive loss (CLIP-style) that pulls the two
-views of the same example together and pushes other examples apart, usable as an auxiliary
-loss term with a weight.
+modality; with d = 0, none: `identity`); `info_nce` is the symmetric contrastive loss
+(CLIP-style) that pulls the two views of the same example together and pushes other examples
+apart, usable as an auxiliary loss term with a weight.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from mmfsl_jax.component import Component
+from mmfsl_jax.errors import UserError
 
 
 class _Projection(nn.Module):
@@ -29,12 +30,17 @@ class _Projection(nn.Module):
 
 
 def projections(modalities: Sequence[str], dim: int, hidden: Sequence[int] = ()) -> Component:
-  """Per-modality projection into R^dim.
+  """Per-modality projection into R^dim; `dim=0` is no projection (`identity`).
 
   init(key, features: {modality: [n, F_m]}) -> {modality: params}
   apply(params, features) -> {modality: [n, dim]} for the modalities present in `features`
   (a missing modality is simply absent from the output).
   """
+  if dim == 0:
+    if hidden:
+      raise UserError(f"projection hidden widths {tuple(hidden)} need a projection: "
+                       "give a dim of at least 1")
+    return identity(modalities)
   module = _Projection(dim=dim, hidden=tuple(hidden))
   modalities = tuple(modalities)
 
@@ -44,6 +50,27 @@ def projections(modalities: Sequence[str], dim: int, hidden: Sequence[int] = ())
 
   def apply(params, features, *, train=False, key=None):
     return {m: module.apply({"params": params[m]}, x) for m, x in features.items()}
+
+  return Component(init, apply)
+
+
+def identity(modalities: Sequence[str]) -> Component:
+  """No projection: each modality's features are its embedding, as in Snell et al.'s ProtoNet.
+
+  init(key, features: {modality: [n, F]}) -> {} (no parameters); apply(params, features) ->
+  features. Several modalities must have the same width F, for the fuser to combine them.
+  """
+  modalities = tuple(modalities)
+
+  def init(key, features: Mapping[str, jax.Array]):
+    widths = {m: features[m].shape[-1] for m in modalities}
+    if len(set(widths.values())) > 1:
+      raise UserError(f"without a projection the modalities' features must have one width "
+                       f"to be fused, got {widths}; project them (a dim of at least 1)")
+    return {}
+
+  def apply(params, features, *, train=False, key=None):
+    return dict(features)
 
   return Component(init, apply)
 

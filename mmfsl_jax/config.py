@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.text_trainable = False        # pretrained: fine-tune it, or cache its frozen features
   c.text_dim = 64
   c.text_max_length = 32
-  c.embed_dim = 64                # the shared space
+  c.embed_dim = 64                # the shared space; 0: no projection (features as they are)
   c.projection_hidden = ()
   c.fuser = "weighted"
   c.fuse_weights = ()             # () = learned; else fixed weights, one per modality
@@ -240,12 +240,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
     raise ConfigError(f"modalities={mods!r}: give a non-empty subset of {MODALITIES}")
   for key in ("n_way", "k_shot", "q_query", "meta_batch", "num_steps", "inner_steps",
-              "eval_episodes", "eval_q_query", "eval_batch", "embed_dim",
+              "eval_episodes", "eval_q_query", "eval_batch",
               "log_every", "eval_every", "checkpoint_every"):
     if config[key] < 1:
       raise ConfigError(f"{key} must be at least 1, got {config[key]}")
   if config.n_way < 2:
     raise ConfigError(f"n_way must be at least 2, got {config.n_way}")
+  if config.embed_dim < 0:
+    raise ConfigError(f"embed_dim must be 0 (no projection) or positive, got {config.embed_dim}")
+  if config.embed_dim == 0 and tuple(config.projection_hidden):
+    raise ConfigError(f"projection_hidden={tuple(config.projection_hidden)} needs a projection; "
+                      f"set embed_dim to at least 1, or projection_hidden=()")
   if config.val_episodes < 0:
     raise ConfigError(f"val_episodes must be 0 (no validation) or positive, got "
                       f"{config.val_episodes}")

@@ -281,6 +281,12 @@ def test_bad_modalities(tmp_path, capsys):
          "text")
 
 
+def test_no_projection_for_modalities_of_different_widths(tmp_path, capsys):
+  # tiny: Conv4 gives 8 image features, the text encoder 16
+  _fails(capsys, _train_argv(tmp_path / "run", "embed_dim=0"), "one width", "'image': 8",
+         "'text': 16")
+
+
 def test_n_way_larger_than_the_train_split(tmp_path, capsys):
   err = _fails(capsys, _train_argv(tmp_path / "run", "n_way=30"), "n_way=30", "10", "train")
   assert "classes" in err

@@ -154,6 +154,25 @@ def test_projections_per_modality():
   assert set(proj.apply(params, {"text": feats["text"]})) == {"text"}
 
 
+def test_projection_of_dim_zero_is_the_identity():
+  proj = align.projections(("image", "text"), 0)
+  feats = {"image": jnp.arange(6.0).reshape(3, 2), "text": jnp.ones((3, 2))}
+  params = proj.init(KEY, feats)
+  assert jax.tree_util.tree_leaves(params) == []
+  out = proj.apply(params, feats)
+  assert set(out) == {"image", "text"}
+  np.testing.assert_array_equal(out["image"], feats["image"])
+  assert set(proj.apply(params, {"text": feats["text"]})) == {"text"}
+
+
+def test_projection_of_dim_zero_needs_features_of_one_width():
+  proj = align.projections(("image", "text"), 0)
+  with pytest.raises(ValueError, match=r"one width.*'image': 7, 'text': 2"):
+    proj.init(KEY, {"image": jnp.ones((3, 7)), "text": jnp.ones((3, 2))})
+  with pytest.raises(ValueError, match="need a projection"):
+    align.projections(("image",), 0, hidden=(8,))
+
+
 def test_info_nce_matches_closed_form():
   z_a, z_b = _aligned(5, 3).values()
   t = 0.5

@@ -607,3 +607,11 @@ def test_val_episodes_zero_means_no_validation_and_omniglot_without_val_alphabet
                                         r"val_episodes=0"):
     validate(apply_overrides(base_config(), no_val))
   validate(apply_overrides(base_config(), no_val + ["val_episodes=0"]))
+
+
+def test_embed_dim_zero_means_no_projection_and_takes_no_hidden_widths():
+  validate(apply_overrides(base_config(), ["embed_dim=0"]))
+  with pytest.raises(ConfigError, match="embed_dim must be 0 .no projection. or positive"):
+    validate(apply_overrides(base_config(), ["embed_dim=-1"]))
+  with pytest.raises(ConfigError, match=r"projection_hidden=\(32,\) needs a projection"):
+    validate(apply_overrides(base_config(), ["embed_dim=0", "projection_hidden=(32,)"]))

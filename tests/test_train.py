@@ -65,13 +65,16 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
   assert records(whole) == records(crashed)
 
 
-def test_extending_a_finished_run_continues_it(tmp_path):
-  train_and_evaluate(tiny(num_steps=3), tmp_path, progress=False)
+@pytest.mark.parametrize("model", [{}, {"modalities": ("image",), "embed_dim": 0}],
+                         ids=["projected", "no_projection"])
+def test_extending_a_finished_run_continues_it(tmp_path, model):
+  # without a projection the "align" parameters are an empty subtree, which must round-trip
+  train_and_evaluate(tiny(num_steps=3, **model), tmp_path, progress=False)
   # as if written by an older version without the eval_seed field (it had the default)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["eval_seed"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  record = train_and_evaluate(tiny(num_steps=5), tmp_path, progress=False)
+  record = train_and_evaluate(tiny(num_steps=5, **model), tmp_path, progress=False)
   assert record["step"] == 5
   steps = [r["step"] for r in train_records(tmp_path)]
   assert steps == sorted(set(steps)) and steps[-1] == 5

@@ -75,6 +75,11 @@ run protonet_60way5shot_steplr omniglot_protonet "runs 20w1s 5w1s 5w5s" n_way=60
 run protonet_60way5shot_allalphabets omniglot_protonet "runs" n_way=60 k_shot=5 q_query=5 \
   meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step lr_decay_every=500 \
   lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()'
+# ... and the peer's embedding too: Conv4's 64 features as they are, no projection after them.
+run protonet_60way5shot_allalphabets_noproj omniglot_protonet "runs" n_way=60 k_shot=5 \
+  q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
+  lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
+  'omniglot.test_alphabets=()' embed_dim=0
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;
