@@ -254,8 +254,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.val_episodes < 0:
     raise ConfigError(f"val_episodes must be 0 (no validation) or positive, got "
                       f"{config.val_episodes}")
-  if (config.dataset == "omniglot" and not tuple(config.omniglot.val_alphabets)
-      and config.val_episodes):
+  alphabets_apply = (config.dataset == "omniglot" or (config.dataset == "tfds_omniglot"
+                                                       and config.omniglot.tfds_splits == "small"))
+  if alphabets_apply and not tuple(config.omniglot.val_alphabets) and config.val_episodes:
     raise ConfigError("omniglot.val_alphabets=() leaves no validation classes: set "
                       "val_episodes=0 (no validation; eval then uses the last checkpoint) or "
                       "name a validation alphabet")

@@ -607,6 +607,11 @@ def test_val_episodes_zero_means_no_validation_and_omniglot_without_val_alphabet
                                         r"val_episodes=0"):
     validate(apply_overrides(base_config(), no_val))
   validate(apply_overrides(base_config(), no_val + ["val_episodes=0"]))
+  tfds_small = ["dataset=tfds_omniglot", "omniglot.tfds_splits=small", "omniglot.val_alphabets=()"]
+  with pytest.raises(ConfigError, match=r"val_alphabets=\(\) leaves no validation classes"):
+    validate(apply_overrides(base_config(), tfds_small))
+  # TFDS's full splits hold out by its own background/evaluation sets: the alphabets do not apply
+  validate(apply_overrides(base_config(), ["dataset=tfds_omniglot", "omniglot.val_alphabets=()"]))
 
 
 def test_embed_dim_zero_means_no_projection_and_takes_no_hidden_widths():

@@ -83,6 +83,20 @@ def test_splits_counts_rotations_and_disjoint_alphabets(splits, characters):
                                                   axes=(1, 2)))
 
 
+def test_alphabet_splits_hold_out_by_name_and_leave_out_empty_splits():
+  valid = ["A", "B", "C", "D"]
+  assert omniglot.alphabet_splits(valid, ("C",), ("A", "D")) == {
+      "train": ["B"], "val": ["C"], "test": ["A", "D"]}
+  assert omniglot.alphabet_splits(valid, (), ("B",)) == {"train": ["A", "C", "D"], "test": ["B"]}
+  assert omniglot.alphabet_splits(valid, (), ()) == {"train": valid}
+  with pytest.raises(ValueError, match=r"\['E'\]; valid alphabets"):
+    omniglot.alphabet_splits(valid, ("E",), ())
+  with pytest.raises(ValueError, match=r"\['B'\] are in both"):
+    omniglot.alphabet_splits(valid, ("B",), ("B",))
+  with pytest.raises(ValueError, match="no alphabet is left to train on"):
+    omniglot.alphabet_splits(valid, ("A", "B"), ("C", "D"))
+
+
 @needs_data
 def test_splits_without_rotations_and_bad_alphabets(cache_dir):
   plain = omniglot.omniglot_splits(DATA_DIR, rotations=False, cache_dir=cache_dir,

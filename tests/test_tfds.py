@@ -203,6 +203,10 @@ def test_tfds_omniglot_small_deduplicates_and_uses_alphabets():
   assert splits["train"].num_classes == 4  # alphabets 0 and 2, not doubled
   assert np.bincount(splits["train"].labels).tolist() == [3] * 4
   assert splits["val"].num_classes == 2 and splits["test"].num_classes == 4
+  with _mock({"small1": small1, "small2": small2}):
+    no_val = td.tfds_omniglot_splits(tfds_splits="small", val_alphabets=(),
+                                     test_alphabets=("alphabet04",), rotations=False)
+  assert list(no_val) == ["train", "test"] and no_val["train"].num_classes == 8
 
 
 def test_per_example_text_from_class_names_is_refused():

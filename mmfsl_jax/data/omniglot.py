@@ -275,21 +275,8 @@ def omniglot_splits(path: PathLike | None = None, *,
   """
   characters = load_omniglot_characters(path, image_size, cache_dir=cache_dir)
   valid = sorted(characters)
-  val_alphabets, test_alphabets = tuple(val_alphabets), tuple(test_alphabets)
-  unknown = sorted(set(val_alphabets + test_alphabets) - set(valid))
-  if unknown:
-    raise UserError(f"unknown Omniglot alphabet(s) {unknown}; valid alphabets: {valid}")
-  overlap = sorted(set(val_alphabets) & set(test_alphabets))
-  if overlap:
-    raise UserError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
-  held_out = set(val_alphabets) | set(test_alphabets)
-  split_alphabets = {"train": [a for a in valid if a not in held_out],
-                     "val": [a for a in valid if a in val_alphabets],
-                     "test": [a for a in valid if a in test_alphabets]}
   splits = {}
-  for split, alphabets in split_alphabets.items():
-    if split != "train" and not alphabets:
-      continue
+  for split, alphabets in alphabet_splits(valid, val_alphabets, test_alphabets).items():
     entries = []
     for alphabet in alphabets:
       for character, images in characters[alphabet].items():
@@ -299,11 +286,30 @@ def omniglot_splits(path: PathLike | None = None, *,
           for degrees in ROTATIONS[1:]:
             rotated = np.rot90(images, k=degrees // 90, axes=(1, 2))
             entries.append((f"{name}/rot{degrees}", rotated))
-    if not entries:
-      raise UserError(f"split {split!r} would be empty (alphabets: val {val_alphabets}, "
-                       f"test {test_alphabets}; valid alphabets: {valid})")
     splits[split] = _dataset(entries)
   return splits
+
+
+def alphabet_splits(valid: Sequence[str], val_alphabets: Sequence[str],
+                    test_alphabets: Sequence[str]) -> dict[str, list[str]]:
+  """{"train": [...], "val": [...], "test": [...]}: the `valid` alphabets held out by name,
+  the rest to train; "val" or "test" is left out where its alphabets are () ."""
+  val_alphabets, test_alphabets = tuple(val_alphabets), tuple(test_alphabets)
+  unknown = sorted(set(val_alphabets + test_alphabets) - set(valid))
+  if unknown:
+    raise UserError(f"unknown Omniglot alphabet(s) {unknown}; valid alphabets: {list(valid)}")
+  overlap = sorted(set(val_alphabets) & set(test_alphabets))
+  if overlap:
+    raise UserError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
+  train = [a for a in valid if a not in val_alphabets + test_alphabets]
+  if not train:
+    raise UserError(f"no alphabet is left to train on: val {val_alphabets}, test "
+                    f"{test_alphabets} hold all of {list(valid)}")
+  groups = {"train": train}
+  for split, names in (("val", val_alphabets), ("test", test_alphabets)):
+    if names:
+      groups[split] = [a for a in valid if a in names]
+  return groups
 
 
 # ---------------------------------------------------------------------------------------------

@@ -415,7 +415,7 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
 
   Images float32 [n, s, s, 1], ink 1.0 on 0.0. Class names "<alphabet>/characterNN", train
   rotations "<alphabet>/characterNN/rot90" etc. `val_alphabets`/`test_alphabets` apply to
-  `tfds_splits="small"` only.
+  `tfds_splits="small"` only, as in `omniglot.omniglot_splits` (() leaves that split out).
   """
   fields = ("alphabet", "alphabet_char_id")
   if tfds_splits == "full":
@@ -437,24 +437,13 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
     keep = ~np.isin(second["labels"], first["labels"])  # Greek, Latin: in both, keep one
     merged = {k: np.concatenate([first[k], second[k][keep]]) for k in first}
     characters = _omniglot_characters(merged, info)
-    valid = sorted(characters)
-    val_alphabets, test_alphabets = tuple(val_alphabets), tuple(test_alphabets)
-    unknown = sorted(set(val_alphabets + test_alphabets) - set(valid))
-    if unknown:
-      raise UserError(f"unknown Omniglot alphabet(s) {unknown} for tfds_splits='small'; valid "
-                      f"alphabets: {valid}")
-    overlap = sorted(set(val_alphabets) & set(test_alphabets))
-    if overlap:
-      raise UserError(f"alphabet(s) {overlap} are in both val_alphabets and test_alphabets")
-    groups = {"train": [a for a in valid if a not in val_alphabets + test_alphabets],
-              "val": [a for a in valid if a in val_alphabets],
-              "test": [a for a in valid if a in test_alphabets]}
-    sources = {split: characters for split in SPLITS}
+    groups = omniglot.alphabet_splits(sorted(characters), val_alphabets, test_alphabets)
+    sources = {split: characters for split in groups}
   else:
     raise UserError(f"omniglot.tfds_splits={tfds_splits!r} is not valid; choose 'full' "
                     f"(TFDS train/test: all 50 alphabets) or 'small' (small1 + small2)")
   out = {}
-  for split in SPLITS:
+  for split in groups:
     entries = [(f"{a}/{c}", imgs) for a in groups[split] for c, imgs in sources[split][a].items()]
     if split == "train" and rotations:
       entries = _rotated(entries)
