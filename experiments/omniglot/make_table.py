@@ -61,6 +61,10 @@ def trained_as(config, wall_time) -> str:
     text += f", lr x{config['lr_decay_factor']} every {config['lr_decay_every']} steps"
   elif config.get("lr_schedule") == "cosine":
     text += ", cosine lr"
+  if config.get("embed_dim") == 0:
+    text += ", no projection"
+  if config.get("seed"):
+    text += f", seed {config['seed']}"
   return text + (", zero head" if config.get("zero_head") else "")
 
 
