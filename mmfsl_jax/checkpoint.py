@@ -124,8 +124,11 @@ class Checkpoints:
     # step directory it reads, and a damaged one would make every later restore fail.
     self.latest = ocp.CheckpointManager(
         workdir / "checkpoints", item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                             cleanup_tmp_directories=create))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=create, cleanup_tmp_directories=create,
+            # Of several processes, orbax 0.12.8's background commit could validate the
+            # array metadata before every process had written its own, and fail the save.
+            enable_async_checkpointing=jax.process_count() == 1))
     self.best = self._open_best(workdir / "best")
 
   def _open_best(self, directory: Path) -> ocp.CheckpointManager | None:
@@ -136,7 +139,8 @@ class Checkpoints:
         directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["val_accuracy"], best_mode="max",
-            create=self.create, cleanup_tmp_directories=self.create))
+            create=self.create, cleanup_tmp_directories=self.create,
+            enable_async_checkpointing=jax.process_count() == 1))
     try:
       return open_manager()
     except Exception as error:  # a damaged metrics file of some step
