@@ -120,27 +120,27 @@ class Checkpoints:
   def __init__(self, workdir: str | Path, keep: int = 2, create: bool = True):
     workdir = Path(workdir).absolute()
     self.keep, self.create = keep, create
-    # One unnamed item, said explicitly: left to orbax, the mode is guessed from the first
-    # step directory it reads, and a damaged one would make every later restore fail.
-    self.latest = ocp.CheckpointManager(
-        workdir / "checkpoints", item_handlers=ocp.StandardCheckpointHandler(),
+    self.latest = self._manager(workdir / "checkpoints", max_to_keep=keep)
+    self.best = self._open_best(workdir / "best")
+
+  def _manager(self, directory: Path, **options) -> ocp.CheckpointManager:
+    """An orbax manager of `directory` with one unnamed item, said explicitly: left to orbax,
+    the mode is guessed from the first step directory it reads, and a damaged one would make
+    every later restore fail."""
+    return ocp.CheckpointManager(
+        directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=create, cleanup_tmp_directories=create,
+            create=self.create, cleanup_tmp_directories=self.create,
             # Of several processes, orbax 0.12.8's background commit could validate the
             # array metadata before every process had written its own, and fail the save.
-            enable_async_checkpointing=jax.process_count() == 1))
-    self.best = self._open_best(workdir / "best")
+            enable_async_checkpointing=jax.process_count() == 1, **options))
 
   def _open_best(self, directory: Path) -> ocp.CheckpointManager | None:
     """The best-checkpoint manager. Orbax reads every step's metrics when it opens the
     directory and fails on a damaged one: in training such steps are set aside; in eval
     (create=False) there is then no best manager and eval uses the latest checkpoint."""
-    open_manager = lambda: ocp.CheckpointManager(
-        directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["val_accuracy"], best_mode="max",
-            create=self.create, cleanup_tmp_directories=self.create,
-            enable_async_checkpointing=jax.process_count() == 1))
+    open_manager = lambda: self._manager(
+        directory, max_to_keep=1, best_fn=lambda m: m["val_accuracy"], best_mode="max")
     try:
       return open_manager()
     except Exception as error:  # a damaged metrics file of some step
