@@ -28,6 +28,7 @@ CHOICES = {
     "method": ("protonet", "maml", "anil", "metasgd", "reptile", "baselinepp", "am3"),
     "image_encoder": ("conv4", "resnet12"),
     "conv_impl": ("auto", "matmul", "xla"),
+    "conv_pool": ("same", "floor"),
     "text_encoder": ("bow", "gru", "pretrained"),
     "fuser": ("weighted", "concat", "gated", "attention"),
     "fuse_level": ("example", "class"),
@@ -66,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.conv_channels = 32
   c.conv_impl = "auto"            # convolutions as patch matmuls (matmul: fast on CPUs) or
   #                                 XLA's own (xla: fast on accelerators); auto picks by backend
+  c.conv_pool = "same"            # 2x2 max-pools on an odd side: same (pool the last row on its
+  #                                 own; Conv4 on 28x28 -> 2x2x64 features) | floor (drop it, as
+  #                                 PyTorch's MaxPool2d: 1x1x64); needs images of 16+ pixels
   c.resnet_channels = (64, 160, 320, 640)
   c.text_encoder = "bow"          # bow | gru (trainable, word ids) | pretrained (transformers)
   c.text_model = "minilm"         # for text_encoder=pretrained: a directory or model id
@@ -288,6 +292,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.image_size < 0:
     raise ConfigError(f"image_size must be 0 (the dataset's own size) or positive, got "
                       f"{config.image_size}")
+  image_size = config.image_size or (config.shapes.image_size if config.dataset == "shapes" else 0)
+  if config.conv_pool == "floor" and "image" in mods and 0 < image_size < 16:
+    raise ConfigError(f"conv_pool='floor' halves the image 4 times, rounding down: images of "
+                      f"{image_size} pixels vanish before the last block; use images of at "
+                      f"least 16 pixels or conv_pool='same'")
   if config.omniglot.tfds_splits not in ("full", "small"):
     raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
                       f"choose one of full, small")

@@ -620,3 +620,13 @@ def test_embed_dim_zero_means_no_projection_and_takes_no_hidden_widths():
     validate(apply_overrides(base_config(), ["embed_dim=-1"]))
   with pytest.raises(ConfigError, match=r"projection_hidden=\(32,\) needs a projection"):
     validate(apply_overrides(base_config(), ["embed_dim=0", "projection_hidden=(32,)"]))
+
+
+def test_floor_pooling_needs_images_of_sixteen_pixels():
+  for size_key in ("image_size", "shapes.image_size"):
+    with pytest.raises(ConfigError, match="conv_pool='floor' halves the image 4 times"):
+      validate(apply_overrides(base_config(), ["conv_pool=floor", f"{size_key}=12"]))
+  validate(apply_overrides(base_config(), ["conv_pool=floor", "image_size=16"]))
+  validate(apply_overrides(base_config(), ["conv_pool=same", "image_size=12"]))
+  with pytest.raises(ConfigError, match="conv_pool='ceil' is not valid; choose one of same, floor"):
+    validate(apply_overrides(base_config(), ["conv_pool=ceil"]))

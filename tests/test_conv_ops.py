@@ -77,15 +77,30 @@ def test_encoders_share_parameters_and_function_across_impls(make):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("mode,round_up", [("same", 1), ("floor", 0)])
 @pytest.mark.parametrize("size", [(6, 8), (7, 5)])
-def test_reshape_max_pool_equals_reduce_window_pool(size):
+def test_reshape_max_pool_equals_reduce_window_pool(size, mode, round_up):
   with jax.enable_x64(True):
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, *size, 3)))
-    np.testing.assert_array_equal(max_pool_2x2(x, "matmul"), max_pool_2x2(x, "xla"))
-    assert max_pool_2x2(x).shape == (2, (size[0] + 1) // 2, (size[1] + 1) // 2, 3)
-    grads = [jax.grad(lambda a: jnp.sum(jnp.sin(max_pool_2x2(a, impl))))(x)
+    np.testing.assert_array_equal(max_pool_2x2(x, "matmul", mode), max_pool_2x2(x, "xla", mode))
+    assert max_pool_2x2(x, mode=mode).shape == (2, (size[0] + round_up) // 2,
+                                                (size[1] + round_up) // 2, 3)
+    grads = [jax.grad(lambda a: jnp.sum(jnp.sin(max_pool_2x2(a, impl, mode))))(x)
              for impl in ("matmul", "xla")]  # no ties in random data: same subgradient
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    if mode == "floor":  # a dropped last row/column gets no gradient
+      assert float(jnp.abs(grads[0][:, size[0] - size[0] % 2:]).sum()) == 0
+      assert float(jnp.abs(grads[0][:, :, size[1] - size[1] % 2:]).sum()) == 0
+
+
+def test_floor_pooling_conv4_ends_at_one_pixel_on_28x28_as_pytorch_conv4():
+  x = jnp.zeros((2, 28, 28, 1))
+  for pool, features in (("same", 2 * 2 * 8), ("floor", 8)):
+    net = conv4(8, pool=pool)
+    params = jax.eval_shape(net.init, jax.random.key(0), x)
+    assert jax.eval_shape(net.apply, params, x).shape == (2, features)
+  with pytest.raises(ValueError, match="at least 2x2"):
+    max_pool_2x2(jnp.zeros((1, 1, 4, 2)), mode="floor")
 
 
 def test_reshape_max_pool_second_order_gradients_are_finite_and_match_on_odd_sizes():
@@ -109,3 +124,7 @@ def test_unknown_impl_is_refused_with_the_choices():
   with pytest.raises(ValueError, match="conv_impl"):
     conv4(8, conv_impl="fft")
   assert resolve_impl("auto") in ("matmul", "xla")
+  with pytest.raises(ValueError, match="same, floor"):
+    conv4(8, pool="ceil")
+  with pytest.raises(ValueError, match="same, floor"):
+    max_pool_2x2(jnp.zeros((1, 4, 4, 2)), mode="valid")

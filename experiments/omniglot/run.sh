@@ -75,7 +75,7 @@ run protonet_60way5shot_steplr omniglot_protonet "runs 20w1s 5w1s 5w5s" n_way=60
 run protonet_60way5shot_allalphabets omniglot_protonet "runs" n_way=60 k_shot=5 q_query=5 \
   meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step lr_decay_every=500 \
   lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()'
-# ... and the peer's embedding too: Conv4's 64 features as they are, no projection after them.
+# ... and no projection after Conv4's features (2x2x64 = 256 of them: 'SAME' pooling).
 run protonet_60way5shot_allalphabets_noproj omniglot_protonet "runs" n_way=60 k_shot=5 \
   q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
   lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
@@ -85,6 +85,12 @@ run protonet_60way5shot_allalphabets_noproj_seed1 omniglot_protonet "runs" n_way
   q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
   lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
   'omniglot.test_alphabets=()' embed_dim=0 seed=1
+# ... and the peer's pooling: PyTorch's MaxPool2d(2) drops an odd last row (28-14-7-3-1), so
+# its Conv4 ends at 64 features, where 'SAME' pooling (28-14-7-4-2) leaves 256.
+run protonet_60way5shot_allalphabets_noproj_floorpool omniglot_protonet "runs" n_way=60 k_shot=5 \
+  q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
+  lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
+  'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;

@@ -76,24 +76,41 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Arra
   return out.reshape(n, height, width, c_out)
 
 
-def max_pool_2x2(x: jax.Array, impl: str = "matmul") -> jax.Array:
-  """2x2 max-pool, stride 2, 'SAME' (an odd last row/column is pooled on its own):
-  [n, H, W, C] -> [n, ceil(H/2), ceil(W/2), C].
+POOL_MODES = ("same", "floor")
+
+
+def check_pool_mode(mode: str) -> str:
+  if mode not in POOL_MODES:
+    raise ValueError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOL_MODES)}")
+  return mode
+
+
+def max_pool_2x2(x: jax.Array, impl: str = "matmul", mode: str = "same") -> jax.Array:
+  """2x2 max-pool, stride 2: [n, H, W, C] -> [n, H', W', C].
+
+  mode="same" pools an odd last row/column on its own (H' = ceil(H/2), TF/Flax 'SAME');
+  mode="floor" drops it (H' = floor(H/2), PyTorch's MaxPool2d(2), flax 'VALID'): Conv4 on
+  28x28 images then ends at 1x1x64 features instead of 2x2x64.
 
   Except with impl="xla" it is a reshape and a max, whose gradient is an elementwise
   select; XLA's CPU backend runs that about 2.5x faster than reduce_window's
   select_and_scatter. Gradients differ only at ties, where either is a valid subgradient.
   """
+  check_pool_mode(mode)
   if resolve_impl(impl) == "xla":
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME" if mode == "same" else "VALID")
   n, height, width, channels = x.shape
-  pad_h, pad_w = height % 2, width % 2
-  if pad_h or pad_w:
+  if mode == "floor":
+    if height < 2 or width < 2:
+      raise ValueError(f"floor pooling needs at least 2x2 pixels, got {height}x{width}")
+    x = x[:, :height - height % 2, :width - width % 2]
+  elif height % 2 or width % 2:
     # Repeating the last row/column leaves every window's max unchanged, and its gradient
     # (split between an entry and its copy, summed back by the pad's transpose) too; -inf
     # padding made second-order MAML gradients NaN.
-    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-  return x.reshape(n, (height + pad_h) // 2, 2, (width + pad_w) // 2, 2, channels).max(axis=(2, 4))
+    x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+  _, height, width, _ = x.shape
+  return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
 class Conv(nn.Module):

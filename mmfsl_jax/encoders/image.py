@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmfsl_jax.component import Component, from_linen
-from mmfsl_jax.encoders.conv_ops import Conv, max_pool_2x2, resolve_impl
+from mmfsl_jax.encoders.conv_ops import Conv, check_pool_mode, max_pool_2x2, resolve_impl
 
 
 class BatchStatNorm(nn.Module):
@@ -65,17 +65,19 @@ class Conv4(nn.Module):
   """`num_blocks` x [conv3x3-`channels`, batch norm, ReLU, 2x2 max-pool], then flatten.
 
   `conv_impl` chooses how convolutions and pooling are computed (conv_ops.IMPLS; same
-  parameters and function either way)."""
+  parameters and function either way); `pool` how an odd side is pooled (conv_ops.POOL_MODES:
+  on 28x28 inputs "same" leaves 2x2x64 features, "floor" 1x1x64 as PyTorch's Conv4)."""
   channels: int = 64
   num_blocks: int = 4
   conv_impl: str = "auto"
+  pool: str = "same"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for _ in range(self.num_blocks):
       x = Conv(self.channels, (3, 3), impl=self.conv_impl)(x)
       x = nn.relu(BatchStatNorm()(x))
-      x = max_pool_2x2(x, self.conv_impl)
+      x = max_pool_2x2(x, self.conv_impl, self.pool)
     return x.reshape(x.shape[0], -1)
 
 
@@ -83,6 +85,7 @@ class ResidualBlock12(nn.Module):
   """The ResNet-12 block: 3 x conv3x3 + BN (leaky ReLU between), 1x1 shortcut, max-pool."""
   channels: int
   conv_impl: str = "auto"
+  pool: str = "same"
 
   @nn.compact
   def __call__(self, x):
@@ -94,26 +97,32 @@ class ResidualBlock12(nn.Module):
       if i < 2:
         h = nn.leaky_relu(h, 0.1)
     h = nn.leaky_relu(h + shortcut, 0.1)
-    return max_pool_2x2(h, self.conv_impl)
+    return max_pool_2x2(h, self.conv_impl, self.pool)
 
 
 class ResNet12(nn.Module):
   """Four residual blocks (widths `channels`) and global average pooling."""
   channels: Sequence[int] = (64, 160, 320, 640)
   conv_impl: str = "auto"
+  pool: str = "same"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for width in self.channels:
-      x = ResidualBlock12(width, conv_impl=self.conv_impl)(x)
+      x = ResidualBlock12(width, conv_impl=self.conv_impl, pool=self.pool)(x)
     return jnp.mean(x, axis=(1, 2))
 
 
-def conv4(channels: int = 64, num_blocks: int = 4, conv_impl: str = "auto") -> Component:
+def conv4(channels: int = 64, num_blocks: int = 4, conv_impl: str = "auto",
+          pool: str = "same") -> Component:
   resolve_impl(conv_impl)  # fail at build time on an unknown name
-  return from_linen(Conv4(channels=channels, num_blocks=num_blocks, conv_impl=conv_impl))
+  check_pool_mode(pool)
+  return from_linen(Conv4(channels=channels, num_blocks=num_blocks, conv_impl=conv_impl,
+                          pool=pool))
 
 
-def resnet12(channels: Sequence[int] = (64, 160, 320, 640), conv_impl: str = "auto") -> Component:
-  resolve_impl(conv_impl)
-  return from_linen(ResNet12(channels=tuple(channels), conv_impl=conv_impl))
+def resnet12(channels: Sequence[int] = (64, 160, 320, 640), conv_impl: str = "auto",
+             pool: str = "same") -> Component:
+  resolve_impl(conv_impl)  # fail at build time on an unknown name
+  check_pool_mode(pool)
+  return from_linen(ResNet12(channels=tuple(channels), conv_impl=conv_impl, pool=pool))
