@@ -3,6 +3,7 @@
     mmfsl train --config CONFIG --workdir DIR [--distributed ...] [key=value ...]
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
+               [--batch-norm trained|population [--population-batches B]]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
     mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--split", choices=("test", "val"), default="test",
                         help="episodic: classes the tasks are drawn from (default test; val, "
                              "to choose settings such as --inner-steps without the test classes)")
+  evaluate.add_argument("--batch-norm", choices=("trained", "population"), default="trained",
+                        help="test-time batch norm: trained (as in training: each task's own "
+                             "statistics, the config's batch_norm; default) or population "
+                             "(the moments of training tasks, as PyTorch's model.eval())")
+  evaluate.add_argument("--population-batches", type=int, default=50,
+                        help="--batch-norm population: training tasks to average (default 50)")
   evaluate.add_argument("--output", default="eval.json",
                         help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
@@ -161,7 +168,9 @@ def _eval(args) -> int:
                       "--benchmark omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 "
                       "test drawings)")
     result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
-                                    inner_steps=args.inner_steps, output=args.output)
+                                    inner_steps=args.inner_steps, output=args.output,
+                                    batch_norm=args.batch_norm,
+                                    population_batches=args.population_batches)
     for name, accuracy in result["per_run"].items():
       print(f"{name}: {100 * accuracy:.1f} %")
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
@@ -171,7 +180,8 @@ def _eval(args) -> int:
     result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
                               data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
                               inner_steps=args.inner_steps, output=args.output,
-                              split=args.split)
+                              split=args.split, batch_norm=args.batch_norm,
+                              population_batches=args.population_batches)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")

@@ -2,6 +2,7 @@
 20 one-shot runs of Lake et al. 2015 for models trained on Omniglot."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -16,28 +17,33 @@ from mmfsl_jax.checkpoint import Checkpoints
 from mmfsl_jax.data import omniglot
 from mmfsl_jax.data.prepare import dataset_channels, dataset_image_size, prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.factory import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import init_train_state, resolve_task_chunk
 from mmfsl_jax.metrics import episode_metrics, summarise
+from mmfsl_jax.population_norm import estimate_population_moments, model_params_of
 from mmfsl_jax.sharding import is_primary, replicate, shard_tasks, task_mesh_for, to_host
 
 
-def make_batched_predict(learner: MetaLearner, task_chunk: int = 0):
+def make_batched_predict(learner: MetaLearner, task_chunk: int = 0,
+                         moments: dict[str, Moments] | None = None):
   """jit(predict over a task batch): (params, task batch) -> logits [B, N*Q, N]. Build once.
 
   Tasks are vmapped `task_chunk` at a time (`lax.map`; 0 = automatic, `resolve_task_chunk`:
   one at a time on a CPU, all at once on accelerators); every task's logits are the same
-  either way.
+  either way. With `moments` (layer path -> (mean, var), population_norm.py) every batch
+  norm layer normalises with them instead of the batch's own statistics.
   """
   chunk = resolve_task_chunk(task_chunk)
 
   def predict(params, batch):
     one_task = lambda task: learner.predict(params, task, None)
-    if chunk is None:
-      return jax.vmap(one_task)(batch)
-    return jax.lax.map(one_task, batch, batch_size=None if chunk == 1 else chunk)
+    with fixed_batch_moments(moments) if moments is not None else contextlib.nullcontext():
+      if chunk is None:
+        return jax.vmap(one_task)(batch)
+      return jax.lax.map(one_task, batch, batch_size=None if chunk == 1 else chunk)
 
   return jax.jit(predict)
 
@@ -64,6 +70,9 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 BENCHMARKS = ("episodic", "omniglot-runs")
+# Test-time batch norm: as in training (config.batch_norm: each task's own statistics), or
+# the training population's moments (population_norm.py; PyTorch's model.eval()).
+TEST_BATCH_NORM = ("trained", "population")
 # Learners that adapt by inner-loop steps at test time (`eval_inner_steps`).
 INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")
 
@@ -111,11 +120,36 @@ def set_eval_inner_steps(config, inner_steps: int | None) -> int | None:
   return config.eval_inner_steps or config.inner_steps
 
 
+def check_test_batch_norm(batch_norm: str, population_batches: int) -> None:
+  if batch_norm not in TEST_BATCH_NORM:
+    raise UserError(f"test-time batch norm {batch_norm!r} is not valid; choose one of "
+                    f"{', '.join(TEST_BATCH_NORM)}")
+  if batch_norm == "population" and population_batches < 1:
+    raise UserError(f"--population-batches must be at least 1, got {population_batches}")
+
+
+def eval_moments(batch_norm: str, population_batches: int, train_config, model, params,
+                 train_split, seed: int) -> tuple[dict[str, Moments] | None, str]:
+  """(moments for `make_batched_predict`, a description for the settings record): None and
+  the training's mode for batch_norm="trained"; else the population moments of
+  `population_batches` tasks shaped as `train_config`'s training tasks."""
+  if batch_norm == "trained":
+    return None, train_config.batch_norm
+  sampler = EpisodeSampler(train_split, n_way=train_config.n_way, k_shot=train_config.k_shot,
+                           q_query=train_config.q_query, seed=seed, modalities=("image",),
+                           split_name="train")
+  moments = estimate_population_moments(model, model_params_of(params), sampler,
+                                         population_batches)
+  images = train_config.n_way * (train_config.k_shot + train_config.q_query)
+  return moments, f"population ({population_batches} training batches of {images} images)"
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
                      seed: int | None = None, write: bool = True, data_dir=None,
                      n_way: int | None = None, k_shot: int | None = None,
                      inner_steps: int | None = None, output: str = "eval.json",
-                     split: str = "test") -> dict:
+                     split: str = "test", batch_norm: str = "trained",
+                     population_batches: int = 50) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
@@ -123,10 +157,13 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   and `k_shot` replace the way and shot of the tasks (default: the config's `eval_n_way` and
   `eval_k_shot`, whose 0 means the training way and shot); `inner_steps` replaces
   the config's `eval_inner_steps` (MAML family); `split="val"` draws the tasks from the
-  validation classes instead (for choosing such settings without the test classes).
+  validation classes instead (for choosing such settings without the test classes);
+  `batch_norm="population"` normalises with the moments of `population_batches` training
+  tasks (`eval_moments`) instead of each test task's own.
   """
   if split not in ("test", "val"):
     raise UserError(f"split must be 'test' or 'val', got {split!r}")
+  check_test_batch_norm(batch_norm, population_batches)
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
@@ -140,7 +177,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
     config.eval_n_way = n_way
   if k_shot is not None:
     config.eval_k_shot = k_shot
-  config = config_lib.evaluation_config(config)
+  train_config, config = config, config_lib.evaluation_config(config)
   steps = set_eval_inner_steps(config, inner_steps)
   episodes = config.eval_episodes if episodes is None else episodes
   q_query = config.eval_q_query if q_query is None else q_query
@@ -164,14 +201,17 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = _restore_best(workdir, learner, config, example)
   mesh = task_mesh_for(config)
+  moments, norm = eval_moments(batch_norm, population_batches, train_config, model,
+                               state.params, splits["train"], seed)
   params = state.params if mesh is None else replicate(state.params, mesh)
-  summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk), params, test,
-                              episodes, mesh)
+  summary = evaluate_episodes(make_batched_predict(learner, config.task_chunk, moments), params,
+                              test, episodes, mesh)
   result = {**summary, "settings": {
       "checkpoint_step": int(state.step), "split": split, "episodes": episodes,
       "n_way": config.n_way, "k_shot": config.k_shot, "q_query": q_query, "seed": seed,
       "method": config.method, "modalities": list(config.modalities), "fuser": config.fuser,
-      "dataset": config.dataset, "inner_steps": steps, "seconds": round(time.time() - t0, 2)}}
+      "dataset": config.dataset, "inner_steps": steps, "batch_norm": norm,
+      "seconds": round(time.time() - t0, 2)}}
   if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result
@@ -189,7 +229,9 @@ def one_shot_runs_task(run: dict) -> dict:
 
 
 def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
-                           inner_steps: int | None = None, output: str = "eval.json") -> dict:
+                           inner_steps: int | None = None, output: str = "eval.json",
+                           batch_norm: str = "trained", population_batches: int = 50,
+                           seed: int | None = None) -> dict:
   """The best checkpoint of an Omniglot workdir on the 20 one-shot runs of Lake et al. 2015.
 
   Each run is one 20-way 1-shot task (`one_shot_runs_task`); the prediction for a test item is
@@ -197,9 +239,12 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
   adapting on the 20 drawings). The learner is built with n_way=20, which ProtoNet allows for
   any training way; MAML's head has n_way outputs, so it needs a model trained 20-way.
   The runs' zips come from `data_dir`, else the config's data_dir (dataset=omniglot), else
-  $MMFSL_OMNIGLOT_DIR. Writes workdir/eval.json: {"benchmark", "accuracy", "error_rate",
-  "per_run": {run: accuracy}, "settings"}.
+  $MMFSL_OMNIGLOT_DIR. `batch_norm="population"`: as in `evaluate_workdir`, the moments of
+  training tasks (the training zips from the same directory, for dataset=omniglot) drawn with
+  `seed` (default: the config's eval_seed). Writes workdir/eval.json: {"benchmark",
+  "accuracy", "error_rate", "per_run": {run: accuracy}, "settings"}.
   """
+  check_test_batch_norm(batch_norm, population_batches)
 
   workdir = Path(workdir)
   config = workdir_config(workdir)
@@ -236,7 +281,14 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
   model = build_model(eval_config, None, None)
   learner = build_learner(eval_config, model, for_eval=True)
   state = _restore_best(workdir, learner, config, one_shot_runs_task(runs[0]))
-  batched = make_batched_predict(learner, config.task_chunk)
+  train_split = None
+  if batch_norm == "population":
+    if config.dataset == "omniglot" and data_dir is not None:
+      config.data_dir = str(data_dir)
+    train_split = prepare_splits(config)[0]["train"]
+  moments, norm = eval_moments(batch_norm, population_batches, config, model, state.params,
+                               train_split, config.eval_seed if seed is None else seed)
+  batched = make_batched_predict(learner, config.task_chunk, moments)
 
   def predict(train, test):
     task = one_shot_runs_task({"train": train, "test": test})
@@ -250,7 +302,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
                          "k_shot": 1, "method": config.method, "dataset": config.dataset,
                          "image_size": image_size, "trained_n_way": config.n_way,
                          "trained_k_shot": config.k_shot, "inner_steps": steps,
-                         "seconds": round(time.time() - t0, 2)}}
+                         "batch_norm": norm, "seconds": round(time.time() - t0, 2)}}
   if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result

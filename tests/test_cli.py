@@ -188,6 +188,22 @@ def test_eval_writes_eval_json(trained, capsys):
   assert settings["checkpoint_step"] in _steps(workdir / "best")
 
 
+def test_eval_with_the_training_population_batch_norm(trained, capsys):
+  workdir, _ = trained
+  assert main(["eval", "--workdir", str(workdir), "--episodes", "4", "--batch-norm",
+               "population", "--population-batches", "2", "--output", "eval_pop.json"]) == 0
+  result = json.loads((workdir / "eval_pop.json").read_text())
+  tiny = config_lib.load_config("tiny")
+  images = tiny.n_way * (tiny.k_shot + tiny.q_query)
+  assert result["settings"]["batch_norm"] == f"population (2 training batches of {images} images)"
+  assert result["accuracy"]["n"] == 4
+  assert json.loads((workdir / "eval.json").read_text())["settings"]["batch_norm"] == "transductive"
+  capsys.readouterr()
+  assert main(["eval", "--workdir", str(workdir), "--batch-norm", "population",
+               "--population-batches", "0"]) == 2
+  assert "--population-batches must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_eval_on_the_validation_split_reproduces_training_validation(trained, capsys):
   from mmfsl_jax.evaluate import evaluate_workdir
   workdir, _ = trained

@@ -6,7 +6,7 @@ import pytest
 
 from mmfsl_jax import align, fuse
 from mmfsl_jax.encoders import conv4, resnet12, token_text_encoder, vector_encoder
-from mmfsl_jax.encoders.image import BatchStatNorm
+from mmfsl_jax.encoders.batch_norm import BatchStatNorm
 from mmfsl_jax.encoders.vector import fit_standardizer
 
 KEY = jax.random.PRNGKey(0)

@@ -12,7 +12,7 @@ from mmfsl_jax import align, fuse
 from mmfsl_jax import config as config_lib
 from mmfsl_jax.component import Component
 from mmfsl_jax.encoders import conv4, vector_encoder
-from mmfsl_jax.encoders.image import BatchStatNorm
+from mmfsl_jax.encoders.batch_norm import BatchStatNorm
 from mmfsl_jax.errors import ConfigError, UserError
 from mmfsl_jax.factory import build_learner
 from mmfsl_jax.meta import (METHODS, am3, anil, baselinepp, init_train_state, make_meta_step,

@@ -81,6 +81,18 @@ def test_eval_omniglot_runs_writes_per_run_accuracy(trained):
 
 
 @needs_data
+def test_eval_omniglot_runs_with_the_training_population_batch_norm(trained):
+  code, out, err = _run(["eval", "--workdir", str(trained), "--benchmark", "omniglot-runs",
+                         "--batch-norm", "population", "--population-batches", "2",
+                         "--output", "eval_runs_pop.json"])
+  assert code == 0, err
+  result = json.loads((trained / "eval_runs_pop.json").read_text())
+  # smoke training tasks: 5-way, 1 shot, 2 queries
+  assert result["settings"]["batch_norm"] == "population (2 training batches of 15 images)"
+  assert len(result["per_run"]) == 20
+
+
+@needs_data
 def test_runs_evaluator_gets_known_answers_right(trained, monkeypatch):
   # Runs whose test drawings are the training drawings in a known order: a ProtoNet finds
   # each one's own prototype at distance 0, whatever its weights.

@@ -1,64 +1,19 @@
 """Image encoders: Conv4 and ResNet-12, as pure (init, apply) pairs.
 
-Inputs are float images [n, H, W, C]; outputs are feature vectors [n, D].
-
-Batch norm keeps no running averages, so nothing but parameters crosses the meta-learning
-transforms. By default it uses the statistics of the batch it is given (the "transductive"
-mode of MAML: a task's examples are normalised together). Inside `batch_stats_from(rows)`
-every `BatchStatNorm` takes its statistics from the first `rows` examples of its batch only
-and applies them to all of them: meta-learners encode [support; query] in one call under
-`batch_stats_from(num_support)` for the "inductive" mode, in which each query is normalised
-by support statistics and so classified independently of the other queries.
+Inputs are float images [n, H, W, C]; outputs are feature vectors [n, D]. Their batch norm
+(`batch_norm.BatchStatNorm`) keeps no running averages; by default it normalises with the
+statistics of the batch it is given, and `batch_norm`'s contexts choose others.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mmfsl_jax.component import Component, from_linen
+from mmfsl_jax.encoders.batch_norm import BatchStatNorm
 from mmfsl_jax.encoders.conv_ops import Conv, check_pool_mode, max_pool_2x2, resolve_impl
-
-
-class BatchStatNorm(nn.Module):
-  """Batch norm over all axes but the last, from the current batch's statistics only.
-
-  x [n, ..., C]. `stats_rows=r` takes mean and variance from x[:r] alone (and normalises
-  all n rows with them); None uses all n rows.
-  """
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, stats_rows: int | None = None):
-    features = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,))
-    bias = self.param("bias", nn.initializers.zeros, (features,))
-    axes = tuple(range(x.ndim - 1))
-    ref = x if stats_rows is None else x[:stats_rows]
-    mean = jnp.mean(ref, axis=axes)
-    var = jnp.mean(jnp.square(ref - mean), axis=axes)
-    return (x - mean) * (scale * (var + self.epsilon) ** -0.5) + bias
-
-
-@contextlib.contextmanager
-def batch_stats_from(rows: int) -> Iterator[None]:
-  """Within this context (at trace time), every BatchStatNorm uses `stats_rows=rows`.
-
-  A Flax method interceptor, so the encoders need no extra argument; it only changes how the
-  functions traced inside it compute, and holds no state beyond the `with` block.
-  """
-  if rows < 1:
-    raise ValueError(f"batch statistics need at least one row, got rows={rows}")
-
-  def interceptor(next_fun, args, kwargs, context):
-    if isinstance(context.module, BatchStatNorm) and context.method_name == "__call__":
-      kwargs = {**kwargs, "stats_rows": rows}
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(interceptor):
-    yield
 
 
 class Conv4(nn.Module):

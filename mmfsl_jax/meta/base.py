@@ -24,6 +24,8 @@ averages):
   parameters (and outside the vmap over tasks and the gradient), and the support set is what
   a test task has to go by. Where the MAML family embeds the query on its own, inductive
   mode runs support and query through the model together and keeps the query rows.
+At test time `mmfsl eval --batch-norm population` can instead normalise with the training
+population's moments, estimated after training (population_norm.py).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from mmfsl_jax.align import info_nce
-from mmfsl_jax.encoders.image import batch_stats_from
+from mmfsl_jax.encoders.batch_norm import batch_stats_from
 from mmfsl_jax.errors import UserError
 
 BATCH_NORM = ("transductive", "inductive")

@@ -1,0 +1,64 @@
+"""Batch-norm moments of the training population, for evaluating as PyTorch's `model.eval()`.
+
+The image encoders' batch norm keeps no running averages (meta/base.py says why), so by
+default a test task is normalised with its own statistics. PyTorch models are usually
+evaluated with running averages of the training batches' moments instead, each test image
+normalised independently of the others. `estimate_population_moments` computes that
+estimate after training: it encodes batches of training images shaped like a training task
+(N*(K+Q) images of N classes, from the training sampler) under the final parameters and
+averages each layer's batch mean and variance over them ("precise BN", Wu & Johnson 2021,
+where running averages weigh recent batches more). Evaluating under
+`encoders.batch_norm.fixed_batch_moments(moments)` then uses them in every call.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.encoders.batch_norm import Moments, recording_batch_moments
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.model import MultimodalModel
+
+
+def model_params_of(params: dict) -> dict:
+  """The MultimodalModel's params within a learner's: ProtoNet's are the model's own, the
+  other learners keep them under "model" beside their heads."""
+  return params["model"] if "model" in params else params
+
+
+def estimate_population_moments(model: MultimodalModel, params: dict, sampler: EpisodeSampler,
+                                num_batches: int) -> dict[str, Moments]:
+  """Layer path -> (mean [C], var [C]), each the average over `num_batches` batches of
+  training images (task i of `sampler`: its support and query images together).
+
+  `params` are the model's (`model_params_of`). Only the image modality has batch norm; a
+  model without it is an error.
+  """
+  if num_batches < 1:
+    raise UserError(f"population batch-norm moments need at least 1 batch, got {num_batches}")
+  if "image" not in model.modalities:
+    raise UserError(f"population batch-norm moments are for image encoders; the model has "
+                    f"modalities {list(model.modalities)}")
+
+  @jax.jit
+  def moments_of(params, images):
+    with recording_batch_moments() as recorded:
+      model.apply(params, {"image": images}, train=False)
+    return {path: calls[0] for path, calls in recorded.items()}  # one call per layer
+
+  totals: dict[str, list[np.ndarray]] = {}
+  for i in range(num_batches):
+    task = sampler.sample(i)
+    images = jnp.concatenate([task["support"]["image"][0], task["query"]["image"][0]])
+    for path, (mean, var) in moments_of(params, images).items():
+      sums = totals.setdefault(path, [0.0, 0.0])
+      sums[0] = sums[0] + np.asarray(mean, np.float64)
+      sums[1] = sums[1] + np.asarray(var, np.float64)
+  if not totals:
+    raise UserError("the model's image encoder has no batch norm layers: there are no "
+                    "moments to estimate")
+  return {path: (jnp.asarray(m / num_batches, jnp.float32), jnp.asarray(v / num_batches,
+                                                                       jnp.float32))
+          for path, (m, v) in totals.items()}
