@@ -61,7 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
       colour_jitter=30.0, noise_std=0.06, clutter=1, seed=0))
   c.omniglot = ml_collections.ConfigDict(dict(
       val_alphabets=("Early_Aramaic",), test_alphabets=("Korean", "Tagalog"), rotations=True,
-      tfds_splits="full"))          # tfds_omniglot: full (TFDS train/test) | small (small1+2)
+      tfds_splits="full",           # tfds_omniglot: full (TFDS train/test) | small (small1+2)
+      resize="box"))                # downsampling filter: box (area) | bilinear (PIL's, as
+  #                                 PyTorch pipelines; the one-shot runs are read the same way)
   c.modalities = ("image", "text")  # a subset gives the unimodal ablations
   c.image_encoder = "conv4"
   c.conv_channels = 32
@@ -297,6 +299,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"conv_pool='floor' halves the image 4 times, rounding down: images of "
                       f"{image_size} pixels vanish before the last block; use images of at "
                       f"least 16 pixels or conv_pool='same'")
+  if config.omniglot.resize not in ("box", "bilinear"):
+    raise ConfigError(f"omniglot.resize={config.omniglot.resize!r} is not valid; choose one of "
+                      f"box, bilinear")
   if config.omniglot.tfds_splits not in ("full", "small"):
     raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
                       f"choose one of full, small")

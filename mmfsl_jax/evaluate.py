@@ -275,7 +275,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
   if data_dir is None:
     data_dir = (config.data_dir or None) if config.dataset == "omniglot" else None
   image_size = dataset_image_size(config)
-  runs = omniglot.load_one_shot_runs(data_dir, image_size)
+  runs = omniglot.load_one_shot_runs(data_dir, image_size, resize=config.omniglot.resize)
   eval_config = config.copy_and_resolve_references()
   eval_config.n_way = runs_way
   model = build_model(eval_config, None, None)

@@ -630,3 +630,10 @@ def test_floor_pooling_needs_images_of_sixteen_pixels():
   validate(apply_overrides(base_config(), ["conv_pool=same", "image_size=12"]))
   with pytest.raises(ConfigError, match="conv_pool='ceil' is not valid; choose one of same, floor"):
     validate(apply_overrides(base_config(), ["conv_pool=ceil"]))
+
+
+def test_omniglot_resize_filter_is_checked():
+  validate(apply_overrides(base_config(), ["omniglot.resize=bilinear"]))
+  with pytest.raises(ConfigError, match="omniglot.resize='area' is not valid; choose one of box, "
+                                        "bilinear"):
+    validate(apply_overrides(base_config(), ["omniglot.resize=area"]))

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mmfsl_jax.data import omniglot
+from mmfsl_jax.errors import UserError
 from omniglot_data import DATA_DIR, needs_data
 
 SIZE = 28
@@ -196,6 +197,31 @@ def test_ink_image_inverts_averages_channels_and_resizes():
   assert ink[:, :10].min() == 1.0 and ink[:, -10:].max() == 0.0
   assert ink.mean() == pytest.approx(0.4, abs=0.01)  # the BOX filter keeps the ink's area
   np.testing.assert_allclose(omniglot.ink_image(np.stack([paper] * 3, -1), SIZE), ink)
+
+
+def test_ink_image_bilinear_filter_is_pillows_and_an_unknown_one_is_refused():
+  paper = np.random.default_rng(0).integers(0, 2, size=(105, 105)).astype(np.float32)
+  box, bilinear = (omniglot.ink_image(paper, SIZE, f) for f in ("box", "bilinear"))
+  expected = Image.fromarray(1.0 - paper).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+  np.testing.assert_allclose(bilinear[..., 0], np.clip(np.asarray(expected), 0, 1), atol=1e-6)
+  assert not np.allclose(box, bilinear, atol=1e-3)
+  with pytest.raises(UserError, match="unknown resize filter 'lanczos'; choose one of box, "
+                                      "bilinear"):
+    omniglot.ink_image(paper, SIZE, "lanczos")
+
+
+@needs_data
+def test_each_resize_filter_has_its_own_cache_and_the_runs_use_it(tmp_path, runs):
+  bilinear = omniglot.load_one_shot_runs(DATA_DIR, SIZE, resize="bilinear", cache_dir=tmp_path)
+  box = omniglot.load_one_shot_runs(DATA_DIR, SIZE, cache_dir=tmp_path)
+  names = sorted(f.name for f in tmp_path.glob("omniglot_runs_*.npz"))
+  assert len(names) == 2 and "_bilinear_" in names[0] and "_box_" in names[1]
+  np.testing.assert_array_equal(box[3]["test"], runs[3]["test"])
+  assert not np.allclose(bilinear[3]["test"], box[3]["test"], atol=1e-3)
+  with zipfile.ZipFile(pathlib.Path(DATA_DIR) / "one_shot_runs.zip") as zf:
+    with Image.open(io.BytesIO(zf.read("run04/test/item01.png"))) as image:
+      paper = np.asarray(image.convert("L"), np.float32) / 255.0
+  np.testing.assert_allclose(bilinear[3]["test"][0], omniglot.ink_image(paper, SIZE, "bilinear"))
 
 
 def test_check_omniglot_files_reports_each_file(tmp_path, monkeypatch):

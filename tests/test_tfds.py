@@ -189,6 +189,9 @@ def test_tfds_omniglot_full_splits_rotations_and_ink():
   image = test.examples["image"]
   assert image.shape == (12, 28, 28, 1) and 0.0 <= image.min() and image.max() <= 1.0
   assert image.mean() < 0.5 and image.max() > 0.5  # ink is 1 on 0
+  with _mock(data):
+    bilinear = td.tfds_splits("tfds_omniglot", resize="bilinear")["test"].examples["image"]
+  assert bilinear.shape == image.shape and not np.allclose(bilinear, image, atol=1e-3)
 
 
 def test_tfds_omniglot_small_deduplicates_and_uses_alphabets():

@@ -5,7 +5,8 @@ Files, in a directory given explicitly or by the environment variable MMFSL_OMNI
     one_shot_runs.zip                                            (the paper's 20 one-shot runs)
 
 Preprocessing: 105x105 1-bit PNG -> inverted so ink is 1.0 and paper 0.0 -> resized to
-`image_size` with Pillow's BOX (area) filter on the float image, so values stay in [0, 1].
+`image_size` on the float image with Pillow's BOX (area) filter, or its BILINEAR one
+(`resize="bilinear"`, what PyTorch pipelines usually apply); values stay in [0, 1].
 Images are float32 [..., image_size, image_size, 1].
 
 The two small sets share Greek and Latin (identical files); deduplicated by alphabet/character
@@ -58,6 +59,8 @@ DEFAULT_TEST_ALPHABETS = ("Korean", "Tagalog")
 ROTATIONS = (0, 90, 180, 270)
 
 _CACHE_VERSION = 1
+# Pillow filters for downsampling the 105x105 drawings (`ink_image`).
+RESIZE_FILTERS = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}
 PathLike = str | os.PathLike
 
 
@@ -120,23 +123,31 @@ def _open_zip(zip_path: pathlib.Path) -> zipfile.ZipFile:
     raise UserError(f"cannot read zip file {str(zip_path)!r}: {error}") from error
 
 
-def ink_image(paper: np.ndarray, image_size: int) -> np.ndarray:
+def check_resize(resize: str) -> str:
+  if resize not in RESIZE_FILTERS:
+    raise UserError(f"unknown resize filter {resize!r}; choose one of "
+                    f"{', '.join(RESIZE_FILTERS)}")
+  return resize
+
+
+def ink_image(paper: np.ndarray, image_size: int, resize: str = "box") -> np.ndarray:
   """Paper-white image [H, W] (or [H, W, C]) in [0, 1] -> float32 [s, s, 1], ink 1.0, paper 0.0.
 
-  Channels are averaged; resizing uses Pillow's BOX (area) filter on the float image, so
-  values stay in [0, 1]. The zip loader and the TFDS omniglot loader both use it, so a model
-  trained on either sees the same pixels (and the one-shot runs, decoded the same way).
+  Channels are averaged; resizing uses Pillow's `resize` filter (RESIZE_FILTERS) on the
+  float image, and values are clipped to [0, 1]. The zip loader and the TFDS omniglot loader
+  both use it, so a model trained on either sees the same pixels (and the one-shot runs,
+  decoded the same way).
   """
   paper = np.asarray(paper, dtype=np.float32)
   if paper.ndim == 3:
     paper = paper.mean(axis=-1)
   ink = Image.fromarray(1.0 - paper)  # mode "F"
   if ink.size != (image_size, image_size):
-    ink = ink.resize((image_size, image_size), Image.Resampling.BOX)
+    ink = ink.resize((image_size, image_size), RESIZE_FILTERS[check_resize(resize)])
   return np.clip(np.asarray(ink, dtype=np.float32), 0.0, 1.0)[..., None]
 
 
-def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
+def _decode(zf: zipfile.ZipFile, member: str, image_size: int, resize: str) -> np.ndarray:
   """One PNG member -> float32 [image_size, image_size, 1], ink 1.0, paper 0.0."""
   try:
     with Image.open(io.BytesIO(zf.read(member))) as image:
@@ -144,7 +155,7 @@ def _decode(zf: zipfile.ZipFile, member: str, image_size: int) -> np.ndarray:
   except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
     raise UserError(
         f"cannot decode {member!r} in zip file {str(zf.filename)!r}: {error}") from error
-  return ink_image(paper, image_size)
+  return ink_image(paper, image_size, resize)
 
 
 def _check_image_size(image_size: int) -> int:
@@ -164,12 +175,12 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def _cache_file(cache_dir: PathLike | None, kind: str, zips: Sequence[pathlib.Path],
-                image_size: int) -> pathlib.Path:
+                image_size: int, resize: str) -> pathlib.Path:
   stats = [(z.name, z.stat().st_size, z.stat().st_mtime_ns) for z in zips]
-  key = json.dumps([_CACHE_VERSION, kind, image_size, stats]).encode()
+  key = json.dumps([_CACHE_VERSION, kind, image_size, resize, stats]).encode()
   digest = hashlib.sha1(key).hexdigest()[:16]
   directory = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
-  return directory / f"omniglot_{kind}_{image_size}px_{digest}.npz"
+  return directory / f"omniglot_{kind}_{image_size}px_{resize}_{digest}.npz"
 
 
 def _cached(cache_file: pathlib.Path, keys: Sequence[str],
@@ -200,7 +211,8 @@ def _cached(cache_file: pathlib.Path, keys: Sequence[str],
 # Characters
 
 
-def _read_background(zips: Sequence[pathlib.Path], image_size: int) -> dict[str, np.ndarray]:
+def _read_background(zips: Sequence[pathlib.Path], image_size: int,
+                     resize: str) -> dict[str, np.ndarray]:
   """names [C] "alphabet/character" (sorted), images float32 [C, 20, s, s, 1]."""
   members: dict[str, tuple[pathlib.Path, list[str]]] = {}
   for zip_path in zips:
@@ -226,7 +238,7 @@ def _read_background(zips: Sequence[pathlib.Path], image_size: int) -> dict[str,
       if zip_path not in open_zips:
         open_zips[zip_path] = _open_zip(zip_path)
       for i, member in enumerate(files):
-        images[c, i] = _decode(open_zips[zip_path], member, image_size)
+        images[c, i] = _decode(open_zips[zip_path], member, image_size, resize)
   finally:
     for zf in open_zips.values():
       zf.close()
@@ -234,17 +246,18 @@ def _read_background(zips: Sequence[pathlib.Path], image_size: int) -> dict[str,
 
 
 def load_omniglot_characters(path: PathLike | None = None, image_size: int = 28, *,
-                             cache_dir: PathLike | None = None,
+                             resize: str = "box", cache_dir: PathLike | None = None,
                              ) -> dict[str, dict[str, np.ndarray]]:
   """alphabet -> character -> float32 [20, image_size, image_size, 1], both small sets merged.
 
   Alphabets and characters are in sorted order; drawings in drawer order (NNNN_01..20).
+  `resize` names the downsampling filter (RESIZE_FILTERS).
   """
-  image_size = _check_image_size(image_size)
+  image_size, resize = _check_image_size(image_size), check_resize(resize)
   directory = resolve_omniglot_dir(path, required=BACKGROUND_ZIPS)
   zips = [directory / name for name in BACKGROUND_ZIPS]
-  arrays = _cached(_cache_file(cache_dir, "characters", zips, image_size), ("names", "images"),
-                   lambda: _read_background(zips, image_size))
+  arrays = _cached(_cache_file(cache_dir, "characters", zips, image_size, resize),
+                   ("names", "images"), lambda: _read_background(zips, image_size, resize))
   characters: dict[str, dict[str, np.ndarray]] = {}
   for name, images in zip(arrays["names"].tolist(), arrays["images"]):
     alphabet, character = name.split("/")
@@ -263,7 +276,7 @@ def _dataset(entries: Sequence[tuple[str, np.ndarray]]) -> ClassDataset:
 def omniglot_splits(path: PathLike | None = None, *,
                     val_alphabets: Sequence[str] = DEFAULT_VAL_ALPHABETS,
                     test_alphabets: Sequence[str] = DEFAULT_TEST_ALPHABETS,
-                    rotations: bool = True, image_size: int = 28,
+                    rotations: bool = True, image_size: int = 28, resize: str = "box",
                     cache_dir: PathLike | None = None) -> dict[str, ClassDataset]:
   """{"train", "val", "test"} ClassDatasets, one class per character, held out by alphabet.
 
@@ -273,7 +286,7 @@ def omniglot_splits(path: PathLike | None = None, *,
   ".../rot180", ".../rot270" (counter-clockwise), right after its unrotated class. Images:
   examples["image"] float32 [n, s, s, 1].
   """
-  characters = load_omniglot_characters(path, image_size, cache_dir=cache_dir)
+  characters = load_omniglot_characters(path, image_size, resize=resize, cache_dir=cache_dir)
   valid = sorted(characters)
   splits = {}
   for split, alphabets in alphabet_splits(valid, val_alphabets, test_alphabets).items():
@@ -331,7 +344,7 @@ def _parse_class_labels(text: str, source: str) -> list[tuple[int, int]]:
   return pairs
 
 
-def _read_runs(zip_path: pathlib.Path, image_size: int) -> dict[str, np.ndarray]:
+def _read_runs(zip_path: pathlib.Path, image_size: int, resize: str) -> dict[str, np.ndarray]:
   """names [R], train/test float32 [R, 20, s, s, 1], answers int [R, 20]."""
   with _open_zip(zip_path) as zf:
     all_members = zf.namelist()
@@ -358,26 +371,27 @@ def _read_runs(zip_path: pathlib.Path, image_size: int) -> dict[str, np.ndarray]
       if (answer < 0).any():
         raise UserError(f"{source} does not label every test item")
       names.append(run)
-      trains.append([_decode(zf, m, image_size) for m in train_files])
-      tests.append([_decode(zf, m, image_size) for m in test_files])
+      trains.append([_decode(zf, m, image_size, resize) for m in train_files])
+      tests.append([_decode(zf, m, image_size, resize) for m in test_files])
       answers.append(answer)
   return {"names": np.array(names), "train": np.asarray(trains, np.float32),
           "test": np.asarray(tests, np.float32), "answers": np.asarray(answers)}
 
 
 def load_one_shot_runs(path: PathLike | None = None, image_size: int = 28, *,
-                       cache_dir: PathLike | None = None) -> list[dict]:
-  """The 20 one-shot runs of Lake et al. 2015, preprocessed like the characters.
+                       resize: str = "box", cache_dir: PathLike | None = None) -> list[dict]:
+  """The 20 one-shot runs of Lake et al. 2015, preprocessed like the characters (give the
+  model's training `resize` filter).
 
   Each run: {"name": "run01", "train": float32 [20, s, s, 1] (class01..class20),
   "test": float32 [20, s, s, 1] (item01..item20), "answers": int [20] (train index of the
   class of each test item, from class_labels.txt)}.
   """
-  image_size = _check_image_size(image_size)
+  image_size, resize = _check_image_size(image_size), check_resize(resize)
   zip_path = resolve_omniglot_dir(path, required=(RUNS_ZIP,)) / RUNS_ZIP
-  arrays = _cached(_cache_file(cache_dir, "runs", [zip_path], image_size),
+  arrays = _cached(_cache_file(cache_dir, "runs", [zip_path], image_size, resize),
                    ("names", "train", "test", "answers"),
-                   lambda: _read_runs(zip_path, image_size))
+                   lambda: _read_runs(zip_path, image_size, resize))
   return [{"name": name, "train": arrays["train"][r], "test": arrays["test"][r],
            "answers": arrays["answers"][r]}
           for r, name in enumerate(arrays["names"].tolist())]

@@ -108,14 +108,16 @@ def build_splits(config) -> dict[str, ClassDataset]:
     from mmfsl_jax.data.omniglot import omniglot_splits
     return omniglot_splits(data_dir, val_alphabets=tuple(config.omniglot.val_alphabets),
                            test_alphabets=tuple(config.omniglot.test_alphabets),
-                           rotations=bool(config.omniglot.rotations), image_size=image_size)
+                           rotations=bool(config.omniglot.rotations), image_size=image_size,
+                           resize=config.omniglot.resize)
   from mmfsl_jax.data.tfds_datasets import tfds_splits
   if config.dataset == "tfds_omniglot":
     return tfds_splits("tfds_omniglot", data_dir=data_dir, image_size=image_size,
                        tfds_splits=config.omniglot.tfds_splits,
                        val_alphabets=tuple(config.omniglot.val_alphabets),
                        test_alphabets=tuple(config.omniglot.test_alphabets),
-                       rotations=bool(config.omniglot.rotations))
+                       rotations=bool(config.omniglot.rotations),
+                       resize=config.omniglot.resize)
   return tfds_splits(config.dataset, data_dir=data_dir, image_size=image_size)
 
 

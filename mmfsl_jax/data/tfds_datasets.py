@@ -39,6 +39,7 @@ directory, keyed by the prepared TFDS files; a dataset read through a mock is ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -229,9 +230,9 @@ def _rgb(image: np.ndarray, image_size: int) -> np.ndarray:
   return image
 
 
-def _ink(image: np.ndarray, image_size: int) -> np.ndarray:
+def _ink(image: np.ndarray, image_size: int, resize: str) -> np.ndarray:
   """A TFDS omniglot image (paper white, uint8) -> float32 [s, s, 1], ink 1.0."""
-  return omniglot.ink_image(np.asarray(image, np.float32) / 255.0, image_size)
+  return omniglot.ink_image(np.asarray(image, np.float32) / 255.0, image_size, resize)
 
 
 def _read(source, fields: Sequence[str], convert: Callable, image_size: int,
@@ -256,25 +257,31 @@ def _read(source, fields: Sequence[str], convert: Callable, image_size: int,
   return out
 
 
-def _cache_file(cache_dir, name: str, builder, splits, image_size: int) -> pathlib.Path | None:
-  """Where the decoded arrays of a prepared dataset are cached; None when nothing is on disk."""
+def _cache_file(cache_dir, name: str, builder, splits, image_size: int,
+                resize: str | None) -> pathlib.Path | None:
+  """Where the decoded arrays of a prepared dataset are cached; None when nothing is on disk.
+  `resize`: Omniglot's downsampling filter (None for RGB datasets)."""
   directory = pathlib.Path(str(builder.data_dir))
   if not directory.is_dir():
     return None
   stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                  for p in directory.iterdir() if p.is_file())
-  key = json.dumps([_CACHE_VERSION, name, str(directory), list(splits), image_size, stats])
+  key = json.dumps([_CACHE_VERSION, name, str(directory), list(splits), image_size, resize,
+                    stats])
   digest = hashlib.sha1(key.encode()).hexdigest()[:16]
   base = pathlib.Path(cache_dir) if cache_dir is not None else omniglot.default_cache_dir()
-  return base / f"tfds_{builder.name}_{image_size}px_{digest}.npz"
+  filter_name = f"_{resize}" if resize else ""
+  return base / f"tfds_{builder.name}_{image_size}px{filter_name}_{digest}.npz"
 
 
 def read_tfds(name: str, splits: Sequence[str], *, fields: Sequence[str] = (),
               data_dir: str | None = None, image_size: int | None = None,
-              cache_dir=None) -> tuple[dict[str, dict[str, np.ndarray]], object]:
+              resize: str = "box", cache_dir=None,
+              ) -> tuple[dict[str, dict[str, np.ndarray]], object]:
   """The TFDS splits of dataset `name`, decoded: ({split: arrays}, builder info).
 
-  arrays: "images" uint8 [n, s, s, 3] (float32 [n, s, s, 1] ink for Omniglot), "labels"
+  arrays: "images" uint8 [n, s, s, 3] (float32 [n, s, s, 1] ink for Omniglot, downsampled
+  with the `resize` filter, omniglot.RESIZE_FILTERS; RGB images resize bilinearly), "labels"
   int [n] and each of `fields` [n].
   """
   spec = _spec(name)
@@ -283,7 +290,9 @@ def read_tfds(name: str, splits: Sequence[str], *, fields: Sequence[str] = (),
     raise UserError(f"image_size must be positive, got {image_size}")
   data_dir = str(data_dir) if data_dir else None
   builder, sources = _open_sources(name, spec, splits, data_dir)
-  convert = _ink if spec.channels == 1 else _rgb
+  ink = spec.channels == 1
+  resize = omniglot.check_resize(resize) if ink else None
+  convert = functools.partial(_ink, resize=resize) if ink else _rgb
   keys = [f"{split}/{k}" for split in splits for k in ("images", "labels", *fields)]
 
   def build():
@@ -294,7 +303,7 @@ def read_tfds(name: str, splits: Sequence[str], *, fields: Sequence[str] = (),
       out.update({f"{split}/{k}": v for k, v in arrays.items()})
     return out
 
-  cache_file = _cache_file(cache_dir, name, builder, splits, image_size)
+  cache_file = _cache_file(cache_dir, name, builder, splits, image_size, resize)
   arrays = build() if cache_file is None else omniglot._cached(cache_file, keys, build)
   per_split = {split: {k.split("/", 1)[1]: v for k, v in arrays.items()
                        if k.startswith(split + "/")} for split in splits}
@@ -410,7 +419,8 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
                          tfds_splits: str = "full",
                          val_alphabets: Sequence[str] = omniglot.DEFAULT_VAL_ALPHABETS,
                          test_alphabets: Sequence[str] = omniglot.DEFAULT_TEST_ALPHABETS,
-                         rotations: bool = True, cache_dir=None) -> dict[str, ClassDataset]:
+                         rotations: bool = True, resize: str = "box",
+                         cache_dir=None) -> dict[str, ClassDataset]:
   """Omniglot from TFDS as {"train", "val", "test"} image-only ClassDatasets (module docstring).
 
   Images float32 [n, s, s, 1], ink 1.0 on 0.0. Class names "<alphabet>/characterNN", train
@@ -420,7 +430,8 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
   fields = ("alphabet", "alphabet_char_id")
   if tfds_splits == "full":
     arrays, info = read_tfds("tfds_omniglot", ("train", "test"), fields=fields,
-                             data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)
+                             data_dir=data_dir, image_size=image_size, resize=resize,
+                             cache_dir=cache_dir)
     background = _omniglot_characters(arrays["train"], info)
     evaluation = _omniglot_characters(arrays["test"], info)
     alphabets = sorted(background)
@@ -431,7 +442,8 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
     groups["test"] = sorted(evaluation)
   elif tfds_splits == "small":
     arrays, info = read_tfds("tfds_omniglot", ("small1", "small2"), fields=fields,
-                             data_dir=data_dir, image_size=image_size, cache_dir=cache_dir)
+                             data_dir=data_dir, image_size=image_size, resize=resize,
+                             cache_dir=cache_dir)
     first = arrays["small1"]
     second = arrays["small2"]
     keep = ~np.isin(second["labels"], first["labels"])  # Greek, Latin: in both, keep one
