@@ -63,6 +63,10 @@ def trained_as(config, wall_time) -> str:
     text += ", cosine lr"
   if config.get("embed_dim") == 0:
     text += ", no projection"
+  if config.get("conv_pool") == "floor":
+    text += ", floor pooling (64 features)"
+  if config.get("omniglot", {}).get("resize") == "bilinear":
+    text += ", bilinear downsampling"
   if config.get("seed"):
     text += f", seed {config['seed']}"
   return text + (", zero head" if config.get("zero_head") else "")
@@ -86,8 +90,10 @@ def accuracy_cell(result) -> str:
 
 
 def evaluations(run, name):
-  """eval_<name>.json and eval_<name>_<S>step.json of a run, in that order."""
-  paths = [run / f"eval_{name}.json", *sorted(run.glob(f"eval_{name}_*step.json"))]
+  """eval_<name>.json, eval_<name>_<S>step.json and eval_<name>_population.json of a run, in
+  that order."""
+  paths = [run / f"eval_{name}.json", *sorted(run.glob(f"eval_{name}_*step.json")),
+           run / f"eval_{name}_population.json"]
   return [json.loads(path.read_text()) for path in paths if path.exists()]
 
 
@@ -103,15 +109,17 @@ def main():
               f"{accuracy_cell(r)} | {published_cell(published, source, setting)} | {r['settings']['episodes']} | "
               f"{wall(wall_time)} |")
   print()
-  print("| method | trained | test inner steps | 20 one-shot runs of Lake et al. % | error % |")
-  print("| --- | --- | --- | --- | --- |")
+  print("| method | trained | test inner steps | test batch norm | 20 one-shot runs of Lake et "
+        "al. % | error % |")
+  print("| --- | --- | --- | --- | --- | --- |")
   for run, method, config, wall_time in runs():
     for r in evaluations(run, "runs"):
+      norm = r["settings"].get("batch_norm", config.get("batch_norm", "transductive"))
       print(f"| {METHODS[method][0]} | {trained_as(config, wall_time)} | {test_steps(config, r)} | "
-            f"{100 * r['accuracy']:.2f} | {100 * r['error_rate']:.2f} |")
-  print("| people (Lake et al. 2015) | | | 95.5 | 4.5 |")
+            f"{norm} | {100 * r['accuracy']:.2f} | {100 * r['error_rate']:.2f} |")
+  print("| people (Lake et al. 2015) | | | | 95.5 | 4.5 |")
   print("| plain PyTorch ProtoNet on the same data (../shared/peers, 2,000 60-way 5-shot "
-        "episodes, 37 min) | | | 88.25 | 11.75 |")
+        "episodes, 37 min) | | | running averages | 88.25 | 11.75 |")
   print()
   print("Validation alphabet (Early_Aramaic), for choosing the test inner steps "
         "(`mmfsl eval --split val`):")

@@ -13,15 +13,18 @@ MMFSL="${MMFSL:-mmfsl}"
 DATA="${MMFSL_OMNIGLOT_DIR:-$HERE/../../../shared/data/omniglot}"
 EPISODES=600
 
-output_name() {  # NwKs[:S] or runs[:S] -> eval_NwKs[_Sstep].json
+output_name() {  # NwKs[:S] or runs[:S] -> eval_NwKs[_Sstep].json; runs:population -> eval_runs_population.json
   local what="${1%%:*}" suffix=""
-  [[ $1 == *:* ]] && suffix="_${1#*:}step"
+  [[ $1 == *:population ]] && suffix="_population"
+  [[ $1 == *:[0-9]* ]] && suffix="_${1#*:}step"
   echo "eval_${what}${suffix}.json"
 }
 
-evaluate() {  # dir, what: NwKs or "runs", optionally ":S" for S test-time inner steps
+evaluate() {  # dir, what: NwKs or "runs", optionally ":S" for S test-time inner steps or
+  #             ":population" for the training population's batch-norm moments
   local dir="$1" what="${2%%:*}" flags=()
-  [[ $2 == *:* ]] && flags=(--inner-steps "${2#*:}")
+  [[ $2 == *:population ]] && flags=(--batch-norm population)
+  [[ $2 == *:[0-9]* ]] && flags=(--inner-steps "${2#*:}")
   if [[ $what == runs ]]; then
     $MMFSL eval --workdir "$dir" --benchmark omniglot-runs "${flags[@]}" --output "$(output_name "$2")"
   else
@@ -76,21 +79,27 @@ run protonet_60way5shot_allalphabets omniglot_protonet "runs" n_way=60 k_shot=5 
   meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step lr_decay_every=500 \
   lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()'
 # ... and no projection after Conv4's features (2x2x64 = 256 of them: 'SAME' pooling).
-run protonet_60way5shot_allalphabets_noproj omniglot_protonet "runs" n_way=60 k_shot=5 \
+run protonet_60way5shot_allalphabets_noproj omniglot_protonet "runs runs:population" n_way=60 k_shot=5 \
   q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
   lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
   'omniglot.test_alphabets=()' embed_dim=0
 # ... again with another seed (initialisation and episodes), beside the peer's own seed 1.
-run protonet_60way5shot_allalphabets_noproj_seed1 omniglot_protonet "runs" n_way=60 k_shot=5 \
+run protonet_60way5shot_allalphabets_noproj_seed1 omniglot_protonet "runs runs:population" n_way=60 k_shot=5 \
   q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
   lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
   'omniglot.test_alphabets=()' embed_dim=0 seed=1
 # ... and the peer's pooling: PyTorch's MaxPool2d(2) drops an odd last row (28-14-7-3-1), so
 # its Conv4 ends at 64 features, where 'SAME' pooling (28-14-7-4-2) leaves 256.
-run protonet_60way5shot_allalphabets_noproj_floorpool omniglot_protonet "runs" n_way=60 k_shot=5 \
+run protonet_60way5shot_allalphabets_noproj_floorpool omniglot_protonet "runs runs:population" n_way=60 k_shot=5 \
   q_query=5 meta_batch=1 num_steps=2000 checkpoint_every=500 lr_schedule=step \
   lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 'omniglot.val_alphabets=()' \
   'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor
+# ... and the peer's downsampling of the 105x105 drawings: PIL's bilinear filter, not a box.
+run protonet_60way5shot_allalphabets_noproj_floorpool_bilinear omniglot_protonet \
+  "runs runs:population" n_way=60 k_shot=5 q_query=5 meta_batch=1 num_steps=2000 \
+  checkpoint_every=500 lr_schedule=step lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 \
+  'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor \
+  omniglot.resize=bilinear
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;
