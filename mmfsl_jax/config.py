@@ -29,6 +29,7 @@ CHOICES = {
     "image_encoder": ("conv4", "resnet12"),
     "conv_impl": ("auto", "matmul", "xla"),
     "conv_pool": ("same", "floor"),
+    "conv_init": ("lecun_normal", "torch"),
     "text_encoder": ("bow", "gru", "pretrained"),
     "fuser": ("weighted", "concat", "gated", "attention"),
     "fuse_level": ("example", "class"),
@@ -72,6 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.conv_pool = "same"            # 2x2 max-pools on an odd side: same (pool the last row on its
   #                                 own; Conv4 on 28x28 -> 2x2x64 features) | floor (drop it, as
   #                                 PyTorch's MaxPool2d: 1x1x64); needs images of 16+ pixels
+  c.conv_init = "lecun_normal"    # convolution initialisers: lecun_normal (Flax's nn.Conv) |
+  #                                 torch (PyTorch's Conv2d: kernel and bias U(+-1/sqrt(fan_in)))
   c.resnet_channels = (64, 160, 320, 640)
   c.text_encoder = "bow"          # bow | gru (trainable, word ids) | pretrained (transformers)
   c.text_model = "minilm"         # for text_encoder=pretrained: a directory or model id

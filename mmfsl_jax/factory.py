@@ -39,10 +39,11 @@ def build_model(config, text_info: TextInfo | None, train_split=None) -> Multimo
   encoders = {}
   for modality in config.modalities:
     if modality == "image":
-      encoders["image"] = (
-          conv4(config.conv_channels, conv_impl=config.conv_impl, pool=config.conv_pool)
-          if config.image_encoder == "conv4"
-          else resnet12(tuple(config.resnet_channels), config.conv_impl, config.conv_pool))
+      options = dict(conv_impl=config.conv_impl, pool=config.conv_pool,
+                     conv_init=config.conv_init)
+      encoders["image"] = (conv4(config.conv_channels, **options)
+                           if config.image_encoder == "conv4"
+                           else resnet12(tuple(config.resnet_channels), **options))
     elif modality == "text":
       encoders["text"] = _text_encoder(config, text_info, train_split)
   aligner = align.projections(config.modalities, config.embed_dim, tuple(config.projection_hidden))

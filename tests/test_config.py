@@ -637,3 +637,10 @@ def test_omniglot_resize_filter_is_checked():
   with pytest.raises(ConfigError, match="omniglot.resize='area' is not valid; choose one of box, "
                                         "bilinear"):
     validate(apply_overrides(base_config(), ["omniglot.resize=area"]))
+
+
+def test_conv_init_choices():
+  validate(apply_overrides(base_config(), ["conv_init=torch"]))
+  with pytest.raises(ConfigError, match="conv_init='xavier' is not valid; choose one of "
+                                        "lecun_normal, torch"):
+    validate(apply_overrides(base_config(), ["conv_init=xavier"]))

@@ -128,3 +128,20 @@ def test_unknown_impl_is_refused_with_the_choices():
     conv4(8, pool="ceil")
   with pytest.raises(ValueError, match="same, floor"):
     max_pool_2x2(jnp.zeros((1, 4, 4, 2)), mode="valid")
+
+
+def test_torch_init_is_pytorchs_conv2d_default_and_lecun_normal_stays_flaxs():
+  x = jnp.zeros((1, 8, 8, 64))
+  fan_in = 3 * 3 * 64
+  torch_params = conv4(64, num_blocks=2, conv_init="torch").init(jax.random.key(0), x)
+  flax_params = conv4(64, num_blocks=2).init(jax.random.key(0), x)
+  kernel, bias = torch_params["Conv_1"]["kernel"], torch_params["Conv_1"]["bias"]
+  bound = fan_in ** -0.5
+  assert float(jnp.abs(kernel).max()) <= bound and float(jnp.abs(bias).max()) <= bound
+  # uniform in +-bound: standard deviation bound / sqrt(3), over 36,864 draws
+  assert float(kernel.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.03)
+  assert float(jnp.abs(bias).min()) > 0
+  assert float(flax_params["Conv_1"]["kernel"].std()) == pytest.approx(bound, rel=0.1)
+  assert float(jnp.abs(flax_params["Conv_1"]["bias"]).max()) == 0
+  with pytest.raises(ValueError, match="lecun_normal, torch"):
+    conv4(8, conv_init="xavier")

@@ -67,6 +67,8 @@ def trained_as(config, wall_time) -> str:
     text += ", floor pooling (64 features)"
   if config.get("omniglot", {}).get("resize") == "bilinear":
     text += ", bilinear downsampling"
+  if config.get("conv_init") == "torch":
+    text += ", PyTorch's init"
   if config.get("seed"):
     text += f", seed {config['seed']}"
   return text + (", zero head" if config.get("zero_head") else "")

@@ -100,6 +100,14 @@ run protonet_60way5shot_allalphabets_noproj_floorpool_bilinear omniglot_protonet
   checkpoint_every=500 lr_schedule=step lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 \
   'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor \
   omniglot.resize=bilinear
+# ... and PyTorch's initialisation of the convolutions (kernel and bias uniform in
+# +-1/sqrt(fan_in), where Flax draws the kernel lecun-normal, sqrt(3) times wider, and zeros
+# the bias; with batch norm after each convolution the kernel's scale sets Adam's relative step).
+run protonet_60way5shot_allalphabets_noproj_floorpool_bilinear_torchinit omniglot_protonet \
+  "runs runs:population" n_way=60 k_shot=5 q_query=5 meta_batch=1 num_steps=2000 \
+  checkpoint_every=500 lr_schedule=step lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 \
+  'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor \
+  omniglot.resize=bilinear conv_init=torch
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;

@@ -21,11 +21,15 @@ import jax.numpy as jnp
 IMPLS = ("auto", "matmul", "xla")
 
 
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> str:
+  if value not in choices:
+    raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+  return value
+
+
 def resolve_impl(impl: str) -> str:
   """'auto' is 'matmul' on CPU and 'xla' on accelerators (whose convolutions are fast)."""
-  if impl not in IMPLS:
-    raise ValueError(f"unknown conv_impl {impl!r}; choose one of {', '.join(IMPLS)}")
-  if impl == "auto":
+  if _check_choice("conv_impl", impl, IMPLS) == "auto":
     return "matmul" if jax.default_backend() == "cpu" else "xla"
   return impl
 
@@ -80,9 +84,7 @@ POOL_MODES = ("same", "floor")
 
 
 def check_pool_mode(mode: str) -> str:
-  if mode not in POOL_MODES:
-    raise ValueError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOL_MODES)}")
-  return mode
+  return _check_choice("pooling mode", mode, POOL_MODES)
 
 
 def max_pool_2x2(x: jax.Array, impl: str = "matmul", mode: str = "same") -> jax.Array:
@@ -113,19 +115,41 @@ def max_pool_2x2(x: jax.Array, impl: str = "matmul", mode: str = "same") -> jax.
   return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+INITS = ("lecun_normal", "torch")
+
+
+def check_init(init: str) -> str:
+  return _check_choice("convolution init", init, INITS)
+
+
+def _torch_bias_init(fan_in: int):
+  """PyTorch's Conv2d bias: uniform in +-1/sqrt(fan_in)."""
+  def init(key, shape, dtype=jnp.float32):
+    bound = fan_in ** -0.5
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
 class Conv(nn.Module):
-  """nn.Conv (stride 1, 'SAME', same parameter names and initialisers) with a choice of
-  implementation; see the module docstring."""
+  """nn.Conv (stride 1, 'SAME', same parameter names) with a choice of implementation (see
+  the module docstring) and of initialisers: init="lecun_normal" is nn.Conv's (lecun normal
+  kernel, zero bias), init="torch" PyTorch's Conv2d default (kernel and bias uniform in
+  +-1/sqrt(fan_in): its kaiming_uniform with a=sqrt(5)), for replicating PyTorch models."""
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   use_bias: bool = True
   impl: str = "auto"
+  init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (*self.kernel_size, x.shape[-1], self.features))
+    fan_in = self.kernel_size[0] * self.kernel_size[1] * x.shape[-1]
+    torch_init = check_init(self.init) == "torch"
+    kernel_init = (nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform") if torch_init
+                   else nn.initializers.lecun_normal())
+    kernel = self.param("kernel", kernel_init, (*self.kernel_size, x.shape[-1], self.features))
     y = conv_same(x, kernel.astype(x.dtype), self.impl)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+      bias_init = _torch_bias_init(fan_in) if torch_init else nn.initializers.zeros
+      y = y + self.param("bias", bias_init, (self.features,)).astype(x.dtype)
     return y

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from mmfsl_jax.component import Component, from_linen
 from mmfsl_jax.encoders.batch_norm import BatchStatNorm
-from mmfsl_jax.encoders.conv_ops import Conv, check_pool_mode, max_pool_2x2, resolve_impl
+from mmfsl_jax.encoders.conv_ops import (Conv, check_init, check_pool_mode, max_pool_2x2,
+                                         resolve_impl)
 
 
 class Conv4(nn.Module):
@@ -21,16 +22,18 @@ class Conv4(nn.Module):
 
   `conv_impl` chooses how convolutions and pooling are computed (conv_ops.IMPLS; same
   parameters and function either way); `pool` how an odd side is pooled (conv_ops.POOL_MODES:
-  on 28x28 inputs "same" leaves 2x2x64 features, "floor" 1x1x64 as PyTorch's Conv4)."""
+  on 28x28 inputs "same" leaves 2x2x64 features, "floor" 1x1x64 as PyTorch's Conv4);
+  `conv_init` the convolutions' initialisers (conv_ops.INITS)."""
   channels: int = 64
   num_blocks: int = 4
   conv_impl: str = "auto"
   pool: str = "same"
+  conv_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for _ in range(self.num_blocks):
-      x = Conv(self.channels, (3, 3), impl=self.conv_impl)(x)
+      x = Conv(self.channels, (3, 3), impl=self.conv_impl, init=self.conv_init)(x)
       x = nn.relu(BatchStatNorm()(x))
       x = max_pool_2x2(x, self.conv_impl, self.pool)
     return x.reshape(x.shape[0], -1)
@@ -41,10 +44,12 @@ class ResidualBlock12(nn.Module):
   channels: int
   conv_impl: str = "auto"
   pool: str = "same"
+  conv_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda size: Conv(self.channels, size, use_bias=False, impl=self.conv_impl)
+    conv = lambda size: Conv(self.channels, size, use_bias=False, impl=self.conv_impl,
+                             init=self.conv_init)
     shortcut = BatchStatNorm()(conv((1, 1))(x))
     h = x
     for i in range(3):
@@ -60,24 +65,32 @@ class ResNet12(nn.Module):
   channels: Sequence[int] = (64, 160, 320, 640)
   conv_impl: str = "auto"
   pool: str = "same"
+  conv_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for width in self.channels:
-      x = ResidualBlock12(width, conv_impl=self.conv_impl, pool=self.pool)(x)
+      x = ResidualBlock12(width, conv_impl=self.conv_impl, pool=self.pool,
+                          conv_init=self.conv_init)(x)
     return jnp.mean(x, axis=(1, 2))
 
 
-def conv4(channels: int = 64, num_blocks: int = 4, conv_impl: str = "auto",
-          pool: str = "same") -> Component:
-  resolve_impl(conv_impl)  # fail at build time on an unknown name
+def _check_names(conv_impl: str, pool: str, conv_init: str) -> None:
+  """At build time, not at the first trace: an unknown name is an error."""
+  resolve_impl(conv_impl)
   check_pool_mode(pool)
+  check_init(conv_init)
+
+
+def conv4(channels: int = 64, num_blocks: int = 4, conv_impl: str = "auto",
+          pool: str = "same", conv_init: str = "lecun_normal") -> Component:
+  _check_names(conv_impl, pool, conv_init)
   return from_linen(Conv4(channels=channels, num_blocks=num_blocks, conv_impl=conv_impl,
-                          pool=pool))
+                          pool=pool, conv_init=conv_init))
 
 
 def resnet12(channels: Sequence[int] = (64, 160, 320, 640), conv_impl: str = "auto",
-             pool: str = "same") -> Component:
-  resolve_impl(conv_impl)  # fail at build time on an unknown name
-  check_pool_mode(pool)
-  return from_linen(ResNet12(channels=tuple(channels), conv_impl=conv_impl, pool=pool))
+             pool: str = "same", conv_init: str = "lecun_normal") -> Component:
+  _check_names(conv_impl, pool, conv_init)
+  return from_linen(ResNet12(channels=tuple(channels), conv_impl=conv_impl, pool=pool,
+                             conv_init=conv_init))
