@@ -12,6 +12,7 @@ from mmfsl_jax.encoders.batch_norm import (BatchStatNorm, batch_stats_from, fixe
                                            recording_batch_moments)
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.evaluate import make_batched_predict
+from mmfsl_jax.meta.maml import maml
 from mmfsl_jax.meta.protonet import protonet
 from mmfsl_jax.model import multimodal_model
 from mmfsl_jax.population_norm import estimate_population_moments, model_params_of
@@ -105,12 +106,14 @@ def test_population_moments_average_the_batches_of_training_tasks():
     estimate_population_moments(model, params, sampler, num_batches=0)
 
 
-def test_population_moments_classify_each_query_on_its_own():
+@pytest.mark.parametrize("method", ["protonet", "maml"])
+def test_population_moments_classify_each_query_on_its_own(method):
   # Under the population's moments a query's logits do not depend on the other queries; under
-  # the task's own statistics (the default, transductive) they do.
+  # the task's own statistics (the default, transductive) they do. MAML's inner loop is a
+  # lax.scan: the fixed moments reach inside it too.
   model, dataset = _model_and_tasks()
   sampler = EpisodeSampler(dataset, n_way=3, k_shot=1, q_query=2, seed=5)
-  learner = protonet(model, n_way=3)
+  learner = protonet(model, n_way=3) if method == "protonet" else maml(model, n_way=3)
   task = sampler.sample(0)
   params = learner.init(_KEY, jax.tree_util.tree_map(lambda a: a[0], task))
   moments = estimate_population_moments(model, model_params_of(params), sampler, 2)
