@@ -108,6 +108,12 @@ run protonet_60way5shot_allalphabets_noproj_floorpool_bilinear_torchinit omniglo
   checkpoint_every=500 lr_schedule=step lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 \
   'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor \
   omniglot.resize=bilinear conv_init=torch
+# ... again with seed 1 (initialisation and episodes), as the peer was rerun.
+run protonet_60way5shot_allalphabets_noproj_floorpool_bilinear_torchinit_seed1 omniglot_protonet \
+  "runs runs:population" n_way=60 k_shot=5 q_query=5 meta_batch=1 num_steps=2000 \
+  checkpoint_every=500 lr_schedule=step lr_decay_every=500 lr_decay_factor=0.5 val_episodes=0 \
+  'omniglot.val_alphabets=()' 'omniglot.test_alphabets=()' embed_dim=0 conv_pool=floor \
+  omniglot.resize=bilinear conv_init=torch seed=1
 # MAML and first-order MAML (Finn et al.'s inner rate 0.4, 1 step in training; tested with
 # their 3 steps, the config's eval_inner_steps, and with the training's 1):
 # a 5-way model (evaluated at 1 and 5 shots) and a 20-way one (20-way 1-shot and the runs;
