@@ -6,8 +6,7 @@ FLAGS=(""
   "--xla_cpu_enable_fast_math=true"
   "--xla_cpu_enable_concurrency_optimized_scheduler=true"
   "--xla_cpu_use_thunk_runtime=false"
-  "--xla_cpu_use_fusion_emitters=false"
-  "--xla_cpu_use_multi_output_fusion=true")
+  "--xla_cpu_use_fusion_emitters=false")
 git log --oneline | head -1; lscpu | grep "Model name"; date
 for round in 1 2; do
   for f in "${FLAGS[@]}"; do
