@@ -298,10 +298,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"image_size must be 0 (the dataset's own size) or positive, got "
                       f"{config.image_size}")
   image_size = config.image_size or (config.shapes.image_size if config.dataset == "shapes" else 0)
-  if config.conv_pool == "floor" and "image" in mods and 0 < image_size < 16:
-    raise ConfigError(f"conv_pool='floor' halves the image 4 times, rounding down: images of "
-                      f"{image_size} pixels vanish before the last block; use images of at "
-                      f"least 16 pixels or conv_pool='same'")
+  pools = 4 if config.image_encoder == "conv4" else len(config.resnet_channels)  # one a block
+  if config.conv_pool == "floor" and "image" in mods and 0 < image_size < 2 ** pools:
+    raise ConfigError(f"conv_pool='floor' halves the image {pools} times, rounding down: images "
+                      f"of {image_size} pixels vanish before the last block; use images of at "
+                      f"least {2 ** pools} pixels or conv_pool='same'")
   if config.omniglot.resize not in ("box", "bilinear"):
     raise ConfigError(f"omniglot.resize={config.omniglot.resize!r} is not valid; choose one of "
                       f"box, bilinear")

@@ -628,6 +628,12 @@ def test_floor_pooling_needs_images_of_sixteen_pixels():
       validate(apply_overrides(base_config(), ["conv_pool=floor", f"{size_key}=12"]))
   validate(apply_overrides(base_config(), ["conv_pool=floor", "image_size=16"]))
   validate(apply_overrides(base_config(), ["conv_pool=same", "image_size=12"]))
+  # ResNet-12 pools once a block: three blocks need 8 pixels, five need 32
+  resnet = ["image_encoder=resnet12", "conv_pool=floor"]
+  validate(apply_overrides(base_config(), resnet + ["resnet_channels=(8, 16, 32)", "image_size=12"]))
+  with pytest.raises(ConfigError, match="halves the image 5 times.*at least 32 pixels"):
+    validate(apply_overrides(base_config(),
+                             resnet + ["resnet_channels=(8, 16, 32, 64, 128)", "image_size=28"]))
   with pytest.raises(ConfigError, match="conv_pool='ceil' is not valid; choose one of same, floor"):
     validate(apply_overrides(base_config(), ["conv_pool=ceil"]))
 
