@@ -101,6 +101,10 @@ class BenchResult:
   gflop_per_task: float | None = None
   gflop_per_s: float | None = None
   gemm_gflop_per_s: float | None = None
+  # Minor page faults a timed step (None where the OS does not count them): tens of thousands
+  # where each step's fresh buffers come in 4 KB pages, a few hundred with huge pages
+  # (host_memory.py).
+  page_faults_per_step: float | None = None
 
 
 def variant_config(name: str, overrides: Sequence[str] = ()):
@@ -210,11 +214,13 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
   state, metrics = step(state, batch)  # warm-up (and the jit cache's one compilation)
   jax.block_until_ready(metrics)
   times = []
+  faults_before = _minor_page_faults()
   for _ in range(iters):
     start = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
+  faults = None if faults_before is None else (_minor_page_faults() - faults_before) / iters
   if not np.isfinite(float(metrics["loss"])):
     raise NonFiniteLossError(
         f"bench variant {name}: the meta-step gave a non-finite loss, so its timings mean "
@@ -227,7 +233,16 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
                      config.meta_batch / median, median, compile_s, memory_mb,
                      _peak_device_memory_mb(), step._cache_size(),
                      devices=1 if mesh is None else mesh.size, gflop_per_task=gflop,
-                     gflop_per_s=None if gflop is None else gflop * config.meta_batch / median)
+                     gflop_per_s=None if gflop is None else gflop * config.meta_batch / median,
+                     page_faults_per_step=faults)
+
+
+def _minor_page_faults() -> int | None:
+  try:
+    import resource
+  except ImportError:   # not a Unix system
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def pipeline_tasks_per_s(name: str, *, batches: int, overrides: Sequence[str] = ()) -> float:
@@ -282,6 +297,8 @@ def format_result(r: BenchResult) -> str:
     line += f"  {r.gflop_per_task:.2f} GFLOP/task = {r.gflop_per_s:.1f} GFLOP/s"
     if r.gemm_gflop_per_s:
       line += f" ({r.gflop_per_s / r.gemm_gflop_per_s:.0%} of one large matmul's)"
+  if r.page_faults_per_step is not None:
+    line += f"  {r.page_faults_per_step:.0f} page faults/step"
   where = "" if r.peer_device in (None, "cpu") else f" on {r.peer_device}"
   for peer, tasks_per_s in r.peers.items():
     line += f"  | {peer}{where} {tasks_per_s:.2f} tasks/s, ratio {r.ratios[peer]:.2f}x"

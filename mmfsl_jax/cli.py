@@ -21,6 +21,7 @@ import os
 import sys
 
 from mmfsl_jax.errors import UserError
+from mmfsl_jax.host_memory import restart_with_huge_page_malloc
 
 # Bugs raise other exceptions and keep their traceback.
 _USER_ERRORS = (UserError, FileNotFoundError, ImportError)
@@ -249,5 +250,12 @@ def main(argv=None) -> int:
     return 2
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `mmfsl` command (and `python -m mmfsl_jax.cli`): `main` in a process whose malloc
+  uses huge pages (host_memory.py says why)."""
+  restart_with_huge_page_malloc()
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -17,7 +17,7 @@ TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1"
 FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
           "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "devices", "peers",
           "ratios", "peer_device", "pipeline_tasks_per_s", "pipeline_headroom", "gflop_per_task",
-          "gflop_per_s", "gemm_gflop_per_s"}
+          "gflop_per_s", "gemm_gflop_per_s", "page_faults_per_step"}
 FAKE_PEER = '''import json, sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 print("warming up")
@@ -45,10 +45,11 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
     assert r["tasks_per_s"] > 0 and r["compile_s"] > 0 and r["compiled_memory_mb"] > 0
     assert r["compiles"] == 1 and r["meta_batch"] == 2
     assert r["gemm_gflop_per_s"] > 0
+    assert r["page_faults_per_step"] >= 0
     assert r["gflop_per_s"] == pytest.approx(r["gflop_per_task"] * r["tasks_per_s"])
   # First order drops the second-order products, so it counts fewer FLOPs than MAML.
   assert 0 < records[1]["gflop_per_task"] < records[0]["gflop_per_task"]
-  assert "GFLOP/task" in out and "one large matmul" in out
+  assert "GFLOP/task" in out and "one large matmul" in out and "page faults/step" in out
   # learn2learn is not importable by this interpreter: only the plain loops are compared.
   assert "learn2learn is not importable" in out
   assert records[0]["peers"] == {"torch-loop": 4.0}
