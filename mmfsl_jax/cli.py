@@ -11,7 +11,9 @@
                                                  meta-step speed (and input pipeline speed)
 
 User errors (bad config, paths, impossible requests, data that is not there) print one clear
-message and exit with status 2; set MMFSL_DEBUG=1 to see the traceback as well.
+message and exit with status 2; set MMFSL_DEBUG=1 to see the traceback as well. The command
+first restarts itself with huge pages for malloc (host_memory.py says why; MMFSL_HUGE_PAGES=0
+keeps it from doing so).
 """
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def restart_with_huge_page_malloc() -> None:
   whatever the process did before is lost."""
   environ = environment_with_huge_page_malloc(
       os.environ, glibc=_is_glibc(), huge_pages=transparent_huge_pages_available())
-  if environ is not None:
+  if environ is not None and sys.executable:   # (an embedded interpreter has none to run)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, environ)
