@@ -22,6 +22,10 @@ import ml_collections
 from mmfsl_jax import configs as _configs_pkg
 from mmfsl_jax.errors import ConfigError
 
+# The names of the conv_* choices and of OMNIGLOT_RESIZE are also those of
+# encoders/conv_ops.py and data/omniglot.py, which this module does not import (no jax, no
+# PIL here); tests/test_conv_ops.py and tests/test_omniglot.py check that they agree.
+OMNIGLOT_RESIZE = ("box", "bilinear")
 CHOICES = {
     "dataset": ("shapes", "omniglot", "tfds_omniglot", "cifar_fs", "fc100", "cub", "flowers102"),
     "augment": ("auto", "none", "crop_flip"),
@@ -303,9 +307,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"conv_pool='floor' halves the image {pools} times, rounding down: images "
                       f"of {image_size} pixels vanish before the last block; use images of at "
                       f"least {2 ** pools} pixels or conv_pool='same'")
-  if config.omniglot.resize not in ("box", "bilinear"):
+  if config.omniglot.resize not in OMNIGLOT_RESIZE:
     raise ConfigError(f"omniglot.resize={config.omniglot.resize!r} is not valid; choose one of "
-                      f"box, bilinear")
+                      f"{', '.join(OMNIGLOT_RESIZE)}")
   if config.omniglot.tfds_splits not in ("full", "small"):
     raise ConfigError(f"omniglot.tfds_splits={config.omniglot.tfds_splits!r} is not valid; "
                       f"choose one of full, small")

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfsl_jax.encoders import conv4, resnet12
+from mmfsl_jax.config import CHOICES
+from mmfsl_jax.encoders import conv4, conv_ops, resnet12
 from mmfsl_jax.encoders.conv_ops import (conv_same, image_patches, image_patches_transposed,
                                          max_pool_2x2, resolve_impl)
 
@@ -145,3 +146,9 @@ def test_torch_init_is_pytorchs_conv2d_default_and_lecun_normal_stays_flaxs():
   assert float(jnp.abs(flax_params["Conv_1"]["bias"]).max()) == 0
   with pytest.raises(ValueError, match="lecun_normal, torch"):
     conv4(8, conv_init="xavier")
+
+
+def test_config_offers_exactly_the_implemented_choices():
+  assert CHOICES["conv_impl"] == conv_ops.IMPLS
+  assert CHOICES["conv_pool"] == conv_ops.POOL_MODES
+  assert CHOICES["conv_init"] == conv_ops.INITS

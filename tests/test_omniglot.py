@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmfsl_jax.config import OMNIGLOT_RESIZE
 from mmfsl_jax.data import omniglot
 from mmfsl_jax.errors import UserError
 from omniglot_data import DATA_DIR, needs_data
@@ -245,3 +246,7 @@ def test_check_omniglot_files_on_the_real_directory():
   _, status = omniglot.check_omniglot_files(DATA_DIR)
   assert list(status) == list(omniglot.OMNIGLOT_FILES)
   assert all(s.startswith("ok (") for s in status.values())
+
+
+def test_config_offers_exactly_the_implemented_filters():
+  assert OMNIGLOT_RESIZE == tuple(omniglot.RESIZE_FILTERS)
