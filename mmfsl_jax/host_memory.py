@@ -6,8 +6,8 @@ frees them after it. glibc's malloc serves blocks that large with a fresh `mmap`
 so every step first touches, and the kernel zero-fills, its memory one 4 KB page at a time:
 33,000 page faults a canonical MAML step and 230,000 a 600-image ProtoNet step. With the
 glibc tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge
-pages on those blocks (`madvise(MADV_HUGEPAGE)`), and the same step takes a few hundred
-2 MB faults (experiments/bench/README.md has the measured steps).
+pages on those blocks (`madvise(MADV_HUGEPAGE)`), and the same steps take about 160 and
+3,000 faults, 2 MB each; the 600-image step ran 27-31% faster (experiments/bench/README.md).
 
 glibc reads its tunables once, when a process starts, so the `mmfsl` command restarts itself
 with the tunable set (`restart_with_huge_page_malloc`), before it imports any data or
