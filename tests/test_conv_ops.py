@@ -49,6 +49,25 @@ def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size, c_in, c_o
       np.testing.assert_allclose(g_matmul, g_xla, rtol=1e-10, atol=1e-10)
 
 
+# Wide patches ([n*H*W, K] @ kernel) and narrow ones (the transposed [K, n*H*W] patches).
+@pytest.mark.parametrize("c_in,c_out", [(4, 5), (3, 32)], ids=["wide", "narrow"])
+def test_matmul_conv_second_order_gradients_equal_xla_convs(c_in, c_out):
+  """A MAML-shaped objective: the gradient through one inner gradient step on the kernel."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(2)
+    support, query = (jnp.asarray(rng.normal(size=(2, 5, 5, c_in))) for _ in range(2))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) * 0.3)
+
+    def meta_grad(impl):
+      inner_loss = lambda k: jnp.sum(jnp.sin(conv_same(support, k, impl)) ** 2)
+      outer_loss = lambda k, q: jnp.sum(jnp.cos(conv_same(q, k - 0.1 * jax.grad(inner_loss)(k),
+                                                           impl)))
+      return jax.grad(outer_loss, (0, 1))(kernel, query)
+
+    for g_matmul, g_xla in zip(meta_grad("matmul"), meta_grad("xla")):
+      np.testing.assert_allclose(g_matmul, g_xla, rtol=1e-10, atol=1e-10)
+
+
 def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
   rng = np.random.default_rng(1)
   for c_in, c_out in ((3, 8), (1, 16)):   # wide and narrow patches
@@ -57,6 +76,12 @@ def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
     batched = jax.vmap(lambda a, k: conv_same(a, k, "matmul"))(x, kernels)
     looped = jnp.stack([conv_same(x[t], kernels[t], "xla") for t in range(4)])
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+    loss = lambda impl: lambda a, k: jnp.sum(jnp.tanh(conv_same(a, k, impl)))
+    batched = jax.vmap(jax.grad(loss("matmul"), (0, 1)))(x, kernels)
+    looped = [jax.grad(loss("xla"), (0, 1))(x[t], kernels[t]) for t in range(4)]
+    for i in range(2):   # input and kernel gradients
+      np.testing.assert_allclose(batched[i], jnp.stack([g[i] for g in looped]),
+                                 rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("make", [lambda impl: conv4(8, conv_impl=impl),
