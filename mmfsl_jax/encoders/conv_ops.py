@@ -68,17 +68,16 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Arra
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
   kh, kw, c_in, c_out = kernel.shape
   kernel = kernel.reshape(kh * kw * c_in, c_out)
-  n, height, width, _ = x.shape
   if kh * kw * c_in >= c_out:
-    # As one [n*H*W, K] matrix: from [n, H, W, K] patches, the kernel gradient (a product
-    # contracting three axes) made XLA's CPU backend transpose the output gradient first;
-    # a 600-image ProtoNet step runs 8-11% faster this way (experiments/bench/README.md).
-    patches = image_patches(x, (kh, kw)).reshape(n * height * width, -1)
-    return (patches @ kernel).reshape(n, height, width, c_out)
+    # [n, H, W, K] patches, not one [n*H*W, K] matrix: that ran a 600-image ProtoNet step
+    # 8-11% faster, but XLA's CPU backend then computed a wrong first-layer kernel gradient
+    # for 2 vmapped tasks on a 4-device host (experiments/bench/README.md).
+    return image_patches(x, (kh, kw)) @ kernel
   # Narrow patches (a first layer on grey or RGB images): as [K, n*H*W], the kernel's
   # gradient is patches @ grad_out, a plain matrix product. From [n*H*W, K] patches, XLA's
   # CPU backend instead transposes the much wider output gradient, which took ~15% of a
   # Conv4 MAML step.
+  n, height, width, _ = x.shape
   out = jax.lax.dot_general(image_patches_transposed(x, (kh, kw)), kernel,
                             (((0,), (0,)), ((), ())))
   return out.reshape(n, height, width, c_out)
