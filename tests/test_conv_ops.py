@@ -49,7 +49,7 @@ def test_matmul_conv_equals_xla_conv_values_and_gradients(kernel_size, c_in, c_o
       np.testing.assert_allclose(g_matmul, g_xla, rtol=1e-10, atol=1e-10)
 
 
-# Wide patches ([n*H*W, K] @ kernel) and narrow ones (the transposed [K, n*H*W] patches).
+# Wide patches ([n, H, W, K] patches @ kernel) and narrow ones (the transposed [K, n*H*W] ones).
 @pytest.mark.parametrize("c_in,c_out", [(4, 5), (3, 32)], ids=["wide", "narrow"])
 def test_matmul_conv_second_order_gradients_equal_xla_convs(c_in, c_out):
   """A MAML-shaped objective: the gradient through one inner gradient step on the kernel."""
