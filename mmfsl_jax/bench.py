@@ -101,9 +101,9 @@ class BenchResult:
   gflop_per_task: float | None = None
   gflop_per_s: float | None = None
   gemm_gflop_per_s: float | None = None
-  # Minor page faults a timed step (None where the OS does not count them): tens of thousands
-  # where each step's fresh buffers come in 4 KB pages, a few hundred with huge pages
-  # (host_memory.py).
+  # Minor page faults a timed step (None where the OS does not count them): tens to hundreds
+  # of thousands where each step's fresh buffers come in 4 KB pages, hundreds to a few
+  # thousand with huge pages (host_memory.py).
   page_faults_per_step: float | None = None
 
 
