@@ -23,7 +23,7 @@ import os
 import sys
 
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.host_memory import restart_with_huge_page_malloc
+from mmfsl_jax.run.host_memory import restart_with_huge_page_malloc
 
 # Bugs raise other exceptions and keep their traceback.
 _USER_ERRORS = (UserError, FileNotFoundError, ImportError)
@@ -51,7 +51,7 @@ def _join_if_distributed(args) -> None:
   if any(v is None for v in given) and any(v is not None for v in given):
     raise UserError("give all of --coordinator, --num-processes and --process-id, or none "
                     "(to let JAX detect the cluster)")
-  from mmfsl_jax.sharding import initialize_distributed
+  from mmfsl_jax.run.sharding import initialize_distributed
   initialize_distributed(*given)
 
 
@@ -134,12 +134,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench_variants():
-  from mmfsl_jax.bench import VARIANTS
+  from mmfsl_jax.bench.runner import VARIANTS
   return list(VARIANTS)
 
 
 def _bench(args) -> int:
-  from mmfsl_jax.bench import bench
+  from mmfsl_jax.bench.runner import bench
   names = _bench_variants() if args.variants == "all" else [
       v.strip() for v in args.variants.split(",") if v.strip()]
   bench(names, iters=args.iters, overrides=args.overrides, peer_python=args.peer_python,
@@ -149,8 +149,8 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-  from mmfsl_jax import config as config_lib
-  from mmfsl_jax.train import train_and_evaluate
+  from mmfsl_jax.run import config as config_lib
+  from mmfsl_jax.run.train import train_and_evaluate
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, args.overrides)
   _join_if_distributed(args)
@@ -164,7 +164,7 @@ def _eval(args) -> int:
     raise UserError(f"--output must be a file name ending in .json (it is written in the "
                     f"workdir), got {args.output!r}")
   if args.benchmark == "omniglot-runs":
-    from mmfsl_jax.evaluate import evaluate_omniglot_runs
+    from mmfsl_jax.run.evaluators.episodic import evaluate_omniglot_runs
     if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)) or (
         args.split != "test"):
       raise UserError("--episodes, --queries, --n-way, --k-shot and --split do not apply to "
@@ -179,7 +179,7 @@ def _eval(args) -> int:
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
           f"(error rate {100 * result['error_rate']:.2f} %; people 4.5 %)")
   else:
-    from mmfsl_jax.evaluate import evaluate_workdir
+    from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
     result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
                               data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
                               inner_steps=args.inner_steps, output=args.output,
@@ -194,7 +194,7 @@ def _eval(args) -> int:
 
 def _prepare(args) -> int:
   if args.name == "omniglot":
-    from mmfsl_jax.data import omniglot
+    from mmfsl_jax.data.sources import omniglot
     directory, status = omniglot.check_omniglot_files(args.data_dir)
     for name, state in status.items():
       print(f"{name}: {state}")
@@ -206,13 +206,13 @@ def _prepare(args) -> int:
           f"needs an internet connection) into that directory")
     print(f"omniglot: all files present in {directory}")
     return 0
-  from mmfsl_jax.data.tfds_datasets import download_and_prepare
+  from mmfsl_jax.data.sources.tfds import download_and_prepare
   print(download_and_prepare(args.name, args.data_dir))
   return 0
 
 
 def _throughput(args) -> int:
-  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.run import config as config_lib
   from mmfsl_jax.data.pipeline import measure_pipeline
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, args.overrides)

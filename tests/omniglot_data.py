@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from mmfsl_jax.data import omniglot
+from mmfsl_jax.data.sources import omniglot
 
 
 def _data_dir() -> pathlib.Path | None:

@@ -4,18 +4,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfsl_jax import align, fuse
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.encoders import conv4, resnet12
-from mmfsl_jax.encoders.batch_norm import (BatchStatNorm, batch_stats_from, fixed_batch_moments,
+from mmfsl_jax.nn.encoders import conv4, resnet12
+from mmfsl_jax.nn.encoders.batch_norm import (BatchStatNorm, batch_stats_from, fixed_batch_moments,
                                            recording_batch_moments)
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.evaluate import make_batched_predict
+from mmfsl_jax.run.evaluators.episodic import make_batched_predict
 from mmfsl_jax.meta.maml import maml
 from mmfsl_jax.meta.protonet import protonet
-from mmfsl_jax.model import multimodal_model
-from mmfsl_jax.population_norm import estimate_population_moments, model_params_of
+from mmfsl_jax.core.model import multimodal_model
+from mmfsl_jax.run.evaluators.population_norm import estimate_population_moments, model_params_of
 
 _KEY = jax.random.key(0, impl="rbg")   # threefry inits compile for tens of seconds here
 

@@ -9,7 +9,7 @@ import sys
 import jax
 import pytest
 
-from mmfsl_jax import bench
+from mmfsl_jax.bench import runner as bench
 from mmfsl_jax.cli import main
 from omniglot_data import DATA_DIR, needs_data
 
@@ -91,9 +91,9 @@ def test_every_variant_builds_and_its_meta_step_traces(variant, compilation_cach
 
 
 def test_feature_text_without_the_training_split_is_a_clear_error():
-  from mmfsl_jax.data.prepare import TextInfo
+  from mmfsl_jax.run.data import TextInfo
   from mmfsl_jax.errors import ConfigError
-  from mmfsl_jax.factory import build_model
+  from mmfsl_jax.run.build import build_model
   config = bench.variant_config("maml_fused", TINY)
   with pytest.raises(ConfigError, match="training split"):
     build_model(config, TextInfo("features", feature_dim=8), None)

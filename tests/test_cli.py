@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfsl_jax import config as config_lib
+from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
 from mmfsl_jax.errors import UserError
 
@@ -205,7 +205,7 @@ def test_eval_with_the_training_population_batch_norm(trained, capsys):
 
 
 def test_eval_on_the_validation_split_reproduces_training_validation(trained, capsys):
-  from mmfsl_jax.evaluate import evaluate_workdir
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
   workdir, _ = trained
   tiny = config_lib.load_config("tiny")
   validation = {r["step"]: r["accuracy"]["mean"] for r in _metrics(workdir)

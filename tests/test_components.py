@@ -4,10 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfsl_jax import align, fuse
-from mmfsl_jax.encoders import conv4, resnet12, token_text_encoder, vector_encoder
-from mmfsl_jax.encoders.batch_norm import BatchStatNorm
-from mmfsl_jax.encoders.vector import fit_standardizer
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
+from mmfsl_jax.nn.encoders import conv4, resnet12, token_text_encoder, vector_encoder
+from mmfsl_jax.nn.encoders.batch_norm import BatchStatNorm
+from mmfsl_jax.nn.encoders.vector import fit_standardizer
 
 KEY = jax.random.PRNGKey(0)
 # Encoder inits draw from XLA's RngBitGenerator: threefry compiles for ~60 s in ResNet-12's init

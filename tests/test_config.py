@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax.config import (CHOICES, apply_overrides, base_config, config_differences,
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.config import (CHOICES, apply_overrides, base_config, config_differences,
                               config_from_dict, config_to_dict, flat_keys, load_config, validate)
 from mmfsl_jax.errors import ConfigError, UserError
 
@@ -65,7 +65,7 @@ def test_tiny_is_small():
 def test_load_from_python_file(tmp_path):
   path = tmp_path / "my_config.py"
   path.write_text(
-      "from mmfsl_jax.config import base_config\n"
+      "from mmfsl_jax.run.config import base_config\n"
       "\n"
       "def get_config():\n"
       "  c = base_config()\n"
@@ -489,7 +489,7 @@ def test_validate_evaluation_way_and_shot(overrides, message):
 
 
 def test_evaluation_config_takes_the_evaluation_way_and_shot_and_leaves_the_config_alone():
-  from mmfsl_jax.config import evaluation_config
+  from mmfsl_jax.run.config import evaluation_config
   config = base_config()
   config.update({"n_way": 20, "k_shot": 5, "eval_n_way": 5, "eval_k_shot": 1})
   validate(config)   # protonet evaluates any way
@@ -584,7 +584,7 @@ def test_a_step_schedule_needs_a_period_and_a_factor_in_0_1(changes):
 ])
 def test_adam_steps_follow_the_learning_rate_schedule(schedule, rates):
   import jax.numpy as jnp
-  from mmfsl_jax.factory import build_optimizer
+  from mmfsl_jax.run.build import build_optimizer
   config = apply_overrides(base_config(), [f"lr_schedule={schedule}", "lr_decay_every=2",
                                            "num_steps=2", "learning_rate=0.1", "grad_clip=0.0"])
   validate(config)

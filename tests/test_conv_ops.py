@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfsl_jax.config import CHOICES
-from mmfsl_jax.encoders import conv4, conv_ops, resnet12
-from mmfsl_jax.encoders.conv_ops import (conv_same, image_patches, image_patches_transposed,
+from mmfsl_jax.run.config import CHOICES
+from mmfsl_jax.nn.encoders import conv4, conv_ops, resnet12
+from mmfsl_jax.nn.encoders.conv_ops import (conv_same, image_patches, image_patches_transposed,
                                          max_pool_2x2, resolve_impl)
 
 

@@ -25,12 +25,12 @@ import jax
 import numpy as np
 import pytest
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax import faults
-from mmfsl_jax.checkpoint import Checkpoints, CheckpointWarning
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run import faults
+from mmfsl_jax.run.checkpoint import Checkpoints, CheckpointWarning
 from mmfsl_jax.cli import main
-from mmfsl_jax.faults import DiskSpaceError, TrainingStopped
-from mmfsl_jax.train import train_and_evaluate
+from mmfsl_jax.run.faults import DiskSpaceError, TrainingStopped
+from mmfsl_jax.run.train import train_and_evaluate
 
 STEPS = 12
 OVERRIDES = {"num_steps": STEPS, "checkpoint_every": 1, "log_every": 2, "eval_every": 4}
@@ -261,7 +261,7 @@ def test_corrupt_checkpoints_fall_back_to_the_newest_good_one(reference, tmp_pat
 def test_fingerprint_mismatch_is_detected(reference, tmp_path):
   # Orbax restores silently-corrupted arrays; the per-array fingerprint saved with each
   # checkpoint catches them. Simulate one wrong array by editing the stored fingerprint.
-  from mmfsl_jax.checkpoint import CorruptCheckpoint
+  from mmfsl_jax.run.checkpoint import CorruptCheckpoint
   workdir = copy_of(reference, tmp_path)
   meta_path = workdir / "checkpoints" / str(STEPS) / "_CHECKPOINT_METADATA"
   meta = json.loads(meta_path.read_text())
@@ -279,10 +279,10 @@ def test_fingerprint_mismatch_is_detected(reference, tmp_path):
 def fresh_state():
   """A TrainState of the run's structure, built the way training builds it."""
   import jax
-  from mmfsl_jax.data.prepare import prepare_splits
-  from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+  from mmfsl_jax.run.data import prepare_splits
+  from mmfsl_jax.run.build import build_learner, build_model, build_optimizer
   from mmfsl_jax.meta.step import init_train_state
-  from mmfsl_jax.train import make_samplers
+  from mmfsl_jax.run.train import make_samplers
   config = run_config()
   splits, text_info = prepare_splits(config)
   train, _ = make_samplers(config, splits)
@@ -306,7 +306,7 @@ def test_no_readable_checkpoint_is_a_clear_error(reference, tmp_path, capsys, mo
 
 
 def test_eval_falls_back_from_a_corrupt_best_checkpoint(reference, tmp_path):
-  from mmfsl_jax.evaluate import evaluate_workdir
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
   workdir = copy_of(reference, tmp_path)
   (best,) = steps(workdir, "best")
   _flip_a_byte(workdir / "best" / str(best))
@@ -318,7 +318,7 @@ def test_eval_falls_back_from_a_corrupt_best_checkpoint(reference, tmp_path):
 
 def test_damaged_best_metrics_do_not_stop_eval_or_training(reference, tmp_path):
   # e.g. killed while orbax deleted the previous best checkpoint
-  from mmfsl_jax.evaluate import evaluate_workdir
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
   workdir = copy_of(reference, tmp_path)
   (best,) = steps(workdir, "best")
   (workdir / "best" / str(best) / "metrics" / "metrics").write_text("{\"val_acc")

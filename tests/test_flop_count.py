@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mmfsl_jax.encoders.conv_ops import conv_same
-from mmfsl_jax.flop_count import matmul_flops
+from mmfsl_jax.nn.encoders.conv_ops import conv_same
+from mmfsl_jax.bench.flop_count import matmul_flops
 
 A, B = jnp.ones((6, 5)), jnp.ones((5, 3))
 

@@ -1,15 +1,15 @@
-"""The `mmfsl` command's restart with huge-page malloc (mmfsl_jax/host_memory.py)."""
+"""The `mmfsl` command's restart with huge-page malloc (mmfsl_jax/run/host_memory.py)."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from mmfsl_jax import host_memory
-from mmfsl_jax.host_memory import environment_with_huge_page_malloc as with_huge_pages
+from mmfsl_jax.run import host_memory
+from mmfsl_jax.run.host_memory import environment_with_huge_page_malloc as with_huge_pages
 
 ON = {"glibc": True, "huge_pages": True}
-PRINT_TUNABLES = ("from mmfsl_jax.host_memory import restart_with_huge_page_malloc as r; r(); "
+PRINT_TUNABLES = ("from mmfsl_jax.run.host_memory import restart_with_huge_page_malloc as r; r(); "
                   "import os; print(os.environ.get('GLIBC_TUNABLES'))")
 
 

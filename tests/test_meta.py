@@ -6,14 +6,16 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from mmfsl_jax import align, fuse
-from mmfsl_jax.encoders import vector_encoder
-from mmfsl_jax.evaluate import make_batched_predict
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
+from mmfsl_jax.nn.encoders import vector_encoder
+from mmfsl_jax.run.evaluators.episodic import make_batched_predict
 from mmfsl_jax.meta import (batch_loss, class_means, init_train_state, make_meta_step, maml,
                             path_mask, prototype_logits, protonet)
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import batch_loss_and_grad
-from mmfsl_jax.model import multimodal_model
+from mmfsl_jax.core.model import multimodal_model
 
 N_WAY, K, Q, F = 3, 2, 2, 4
 

@@ -8,20 +8,22 @@ import numpy as np
 import optax
 import pytest
 
-from mmfsl_jax import align, fuse
-from mmfsl_jax import config as config_lib
-from mmfsl_jax.component import Component
-from mmfsl_jax.encoders import conv4, vector_encoder
-from mmfsl_jax.encoders.batch_norm import BatchStatNorm
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.core.component import Component
+from mmfsl_jax.nn.encoders import conv4, vector_encoder
+from mmfsl_jax.nn.encoders.batch_norm import BatchStatNorm
 from mmfsl_jax.errors import ConfigError, UserError
-from mmfsl_jax.factory import build_learner
+from mmfsl_jax.run.build import build_learner
 from mmfsl_jax.meta import (METHODS, am3, anil, baselinepp, init_train_state, make_meta_step,
                             maml, metasgd, path_mask, prototype_logits, protonet, reptile)
 from mmfsl_jax.meta.am3 import _MLP
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.reptile import reptile_step
-from mmfsl_jax.model import multimodal_model
+from mmfsl_jax.core.model import multimodal_model
 
 N_WAY, K, Q, F = 3, 2, 2, 4
 
@@ -500,8 +502,8 @@ TEXT_ONLY = ("text",)
     {"method": "am3", "am3_example_modalities": ("image",)},
 ], ids=lambda o: o["method"])
 def test_each_method_trains_and_evaluates(overrides, tmp_path):
-  from mmfsl_jax.evaluate import INNER_LOOP_METHODS, evaluate_workdir
-  from mmfsl_jax.train import train_and_evaluate
+  from mmfsl_jax.run.evaluators.episodic import INNER_LOOP_METHODS, evaluate_workdir
+  from mmfsl_jax.run.train import train_and_evaluate
   config = config_lib.load_config("tiny")
   config_lib.apply_overrides(config, ["num_steps=2", "eval_every=2", "checkpoint_every=2",
                                       "val_episodes=2", "log_every=1"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmfsl_jax.metrics import episode_metrics, mean_and_ci95
+from mmfsl_jax.run.evaluators.metrics import episode_metrics, mean_and_ci95
 
 
 def test_episode_metrics_by_hand():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmfsl_jax.config import OMNIGLOT_RESIZE
-from mmfsl_jax.data import omniglot
+from mmfsl_jax.run.config import OMNIGLOT_RESIZE
+from mmfsl_jax.data.sources import omniglot
 from mmfsl_jax.errors import UserError
 from omniglot_data import DATA_DIR, needs_data
 

@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pytest
 
-from mmfsl_jax import config as config_lib
+from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
-from mmfsl_jax.data import omniglot
-from mmfsl_jax.evaluate import evaluate_omniglot_runs
+from mmfsl_jax.data.sources import omniglot
+from mmfsl_jax.run.evaluators.episodic import evaluate_omniglot_runs
 from omniglot_data import DATA_DIR, needs_data
 
 # A run of seconds: 2 meta-steps of a Conv4 with 8 channels, 4 validation episodes.

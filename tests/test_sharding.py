@@ -1,4 +1,4 @@
-"""The meta-batch split over devices (mmfsl_jax/sharding.py), on fake CPU devices.
+"""The meta-batch split over devices (mmfsl_jax/run/sharding.py), on fake CPU devices.
 
 XLA fixes the number of host devices when the backend starts, so each check runs in a fresh
 interpreter with --xla_force_host_platform_device_count (as optax's sharding tests do).
@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from mmfsl_jax import sharding
+from mmfsl_jax.run import sharding
 
 
 def run_on_devices(count: int, code: str, env_extra: dict) -> dict:
@@ -27,7 +27,8 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
   result = run_on_devices(4, """
     import json, jax, numpy as np
     from jax.sharding import PartitionSpec
-    from mmfsl_jax import bench, sharding
+    from mmfsl_jax.bench import runner as bench
+    from mmfsl_jax.run import sharding
     from mmfsl_jax.errors import UserError
     tiny = ["meta_batch=4", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=2",
             "image_size=12",
@@ -78,10 +79,10 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
 def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_cache):
   result = run_on_devices(2, f"""
     import json, pathlib
-    from mmfsl_jax import config as config_lib
+    from mmfsl_jax.run import config as config_lib
     from mmfsl_jax.errors import UserError
-    from mmfsl_jax.evaluate import evaluate_workdir
-    from mmfsl_jax.train import train_and_evaluate
+    from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
+    from mmfsl_jax.run.train import train_and_evaluate
     workdir = pathlib.Path({str(tmp_path)!r})
     config = config_lib.load_config("tiny")
     config.num_steps, config.val_episodes = 4, 3         # 3 validation tasks: padded to 4
@@ -147,9 +148,9 @@ def test_training_across_processes_equals_one_process(tmp_path, compilation_cach
   the parameters match a one-process run's."""
   import jax
   import numpy as np
-  from mmfsl_jax import config as config_lib
-  from mmfsl_jax.checkpoint import Checkpoints
-  from mmfsl_jax.train import train_and_evaluate
+  from mmfsl_jax.run import config as config_lib
+  from mmfsl_jax.run.checkpoint import Checkpoints
+  from mmfsl_jax.run.train import train_and_evaluate
   settings = ["optimizer='sgd'", "learning_rate=0.1", "log_every=2", "eval_every=2",
               "checkpoint_every=2"]
   outputs = _train_in_processes(tmp_path / "two", settings + ["num_steps=4"], compilation_cache)
@@ -174,5 +175,5 @@ def test_training_across_processes_equals_one_process(tmp_path, compilation_cach
   for a, b in zip(jax.tree_util.tree_leaves(two_state["params"]),
                   jax.tree_util.tree_leaves(one_state["params"])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  from mmfsl_jax.evaluate import evaluate_workdir   # one process reads the two's checkpoints
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir   # one process reads the two's checkpoints
   assert evaluate_workdir(tmp_path / "two", episodes=2, write=False)["accuracy"]["n"] == 2

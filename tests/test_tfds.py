@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from mmfsl_jax import config as config_lib
+from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
-from mmfsl_jax.data import ClassDataset, EpisodeSampler, augment, tfds_datasets as td
-from mmfsl_jax.data.prepare import prepare_splits
+from mmfsl_jax.data import ClassDataset, EpisodeSampler, augment
+from mmfsl_jax.data.sources import tfds as td
+from mmfsl_jax.run.data import prepare_splits
 from mmfsl_jax.errors import UserError
 
 CODE = tfds.testing.MockPolicy.USE_CODE

@@ -13,13 +13,13 @@ import numpy as np
 import optax
 import pytest
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax import train as train_module
-from mmfsl_jax.checkpoint import Checkpoints
-from mmfsl_jax.faults import describe_nonfinite
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run import train as train_module
+from mmfsl_jax.run.checkpoint import Checkpoints
+from mmfsl_jax.run.faults import describe_nonfinite
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import init_train_state, make_meta_step, param_groups
-from mmfsl_jax.train import NonFiniteLossError, train_and_evaluate
+from mmfsl_jax.run.train import NonFiniteLossError, train_and_evaluate
 
 
 def tiny(**overrides):
@@ -227,8 +227,8 @@ def test_param_groups_open_model_and_encoder():
 
 
 def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
-  from mmfsl_jax.data.prepare import prepare_splits
-  from mmfsl_jax.evaluate import evaluate_workdir
+  from mmfsl_jax.run.data import prepare_splits
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
   config = tiny(n_way=4, eval_n_way=3, eval_k_shot=2, num_steps=2, eval_every=2)
   train_sampler, val_sampler = train_module.make_samplers(config, prepare_splits(config)[0])
   assert (train_sampler.n_way, val_sampler.n_way, val_sampler.k_shot) == (4, 3, 2)
@@ -244,7 +244,7 @@ def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
 
 
 def test_a_run_without_validation_trains_and_evaluates_its_last_checkpoint(tmp_path, monkeypatch):
-  from mmfsl_jax import evaluate as evaluate_module
+  from mmfsl_jax.run.evaluators import episodic as evaluate_module
   from mmfsl_jax.errors import CheckpointError, UserError
   config = tiny(val_episodes=0, num_steps=3, checkpoint_every=3, eval_every=1)
   assert train_module.make_samplers(

@@ -18,11 +18,13 @@ import jax
 import numpy as np
 import optax
 
-from mmfsl_jax import align, fuse
-from mmfsl_jax.encoders import conv4
-from mmfsl_jax.encoders.conv_ops import IMPLS, resolve_impl
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
+from mmfsl_jax.nn.encoders import conv4
+from mmfsl_jax.nn.encoders.conv_ops import IMPLS, resolve_impl
 from mmfsl_jax.meta import anil, init_train_state, make_meta_step, maml, metasgd
-from mmfsl_jax.model import multimodal_model
+from mmfsl_jax.core.model import multimodal_model
 
 N_WAY, K_SHOT, QUERIES, META_BATCH, SIZE = 5, 1, 15, 4, 28
 LEARNERS = {"maml": maml, "metasgd": metasgd, "anil": anil}

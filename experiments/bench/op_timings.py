@@ -26,7 +26,7 @@ def jax_rows():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mmfsl_jax.encoders.conv_ops import conv_same, max_pool_2x2
+  from mmfsl_jax.nn.encoders.conv_ops import conv_same, max_pool_2x2
 
   def run(f, *args):
     f = jax.jit(f)

@@ -2,7 +2,7 @@
 
     python experiments/bench/profile_step.py maml --meta-batch 8 task_chunk=1
 
-Compiles the variant's step (`mmfsl_jax.bench.build_variant`), runs a warm-up step and one
+Compiles the variant's step (`mmfsl_jax.bench.runner.build_variant`), runs a warm-up step and one
 timed step, then profiles one more and prints the operations that took longest (summed over
 scan iterations) with their output shapes, and the totals by kind of operation. Times under
 the profiler are a little higher than unprofiled ones.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jax
 
-from mmfsl_jax import bench
+from mmfsl_jax.bench import runner as bench
 
 
 def op_times(trace_dir: Path) -> collections.Counter:

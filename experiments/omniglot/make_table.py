@@ -24,7 +24,7 @@ METHODS = {
     "baselinepp": ("Baseline++ (transfer)", "", {}),
 }
 SETTINGS = ("5w1s", "5w5s", "20w1s")
-INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")   # as mmfsl_jax.evaluate
+INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")   # as mmfsl_jax.run.evaluators.episodic
 
 
 def runs():

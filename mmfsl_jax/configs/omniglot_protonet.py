@@ -6,13 +6,13 @@
 
 data_dir may instead come from $MMFSL_OMNIGLOT_DIR. Train on 652 classes (163 characters of 5
 background alphabets, each at 0/90/180/270 degrees), validate on Early_Aramaic, test on Korean
-and Tagalog (mmfsl_jax/data/omniglot.py). Other settings: `k_shot=5`, `n_way=20`, or a
+and Tagalog (mmfsl_jax/data/sources/omniglot.py). Other settings: `k_shot=5`, `n_way=20`, or a
 higher training way for the 20-way runs (Snell et al. train 60-way); `dataset=tfds_omniglot`
 reads TFDS's omniglot instead. `smoke=True` shrinks it to a run of seconds.
 """
 import ml_collections
 
-from mmfsl_jax.config import base_config
+from mmfsl_jax.run.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

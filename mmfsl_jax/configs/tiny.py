@@ -1,7 +1,7 @@
 """A few-second run for tests and first checks: small shapes data, small Conv4, few steps."""
 import ml_collections
 
-from mmfsl_jax.config import base_config
+from mmfsl_jax.run.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -100,7 +100,7 @@ def resolve_augment(config) -> str:
   """config.augment with "auto" replaced by the dataset's default: "none" or "crop_flip"."""
   choice = config.augment
   if choice == "auto":
-    from mmfsl_jax.data.tfds_datasets import DATASETS
+    from mmfsl_jax.data.sources.tfds import DATASETS
     spec = DATASETS.get(config.dataset)
     return spec.augment if spec is not None else "none"
   if choice not in AUGMENTATIONS:

@@ -59,9 +59,9 @@ def measure_pipeline(config, *, batches: int = 20, warmup: int = 2) -> dict:
   """
   import time
 
-  from mmfsl_jax import config as config_lib
+  from mmfsl_jax.run import config as config_lib
   from mmfsl_jax.data.augment import resolve_augment, wrap_train_sampler
-  from mmfsl_jax.data.prepare import prepare_splits
+  from mmfsl_jax.run.data import prepare_splits
   from mmfsl_jax.data.sampler import EpisodeSampler
 
   if batches < 1 or warmup < 0:

@@ -29,7 +29,7 @@ from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
                                  inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import DISTANCES, class_means, prototype_logits
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 
 class _MLP(nn.Module):

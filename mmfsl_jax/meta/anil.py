@@ -21,7 +21,7 @@ from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, e
 from mmfsl_jax.meta.maml import (adapted_task_loss, core_params, family_kwargs, family_learner,
                                  head_module, inner_options)
 from mmfsl_jax.meta.paths import merge, path_keys, path_mask
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 ADAPTABLE = (("head",), ("model", "fuse"))   # path prefixes after the body
 

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmfsl_jax.align import info_nce
-from mmfsl_jax.encoders.batch_norm import batch_stats_from
+from mmfsl_jax.nn.align import info_nce
+from mmfsl_jax.nn.encoders.batch_norm import batch_stats_from
 from mmfsl_jax.errors import UserError
 
 BATCH_NORM = ("transductive", "inductive")

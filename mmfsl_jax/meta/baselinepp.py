@@ -28,7 +28,7 @@ from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import class_means, prototype_logits
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 
 def cosine_logits(z: jax.Array, weight: jax.Array, scale: float) -> jax.Array:

@@ -38,7 +38,7 @@ from mmfsl_jax.meta import inner
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, embed_query,
                                  inputs_of, query_objective)
 from mmfsl_jax.meta.paths import merge, path_mask, select
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 __all__ = ["adapted_task_loss", "family_learner", "from_config", "head_module",
            "inner_options", "maml", "path_mask"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.maml import family_kwargs, maml
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 
 def metasgd(model: MultimodalModel, *, n_way: int, **kwargs) -> MetaLearner:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
                                  inputs_of, query_objective)
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 DISTANCES = ("euclidean", "cosine")
 

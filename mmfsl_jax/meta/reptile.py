@@ -37,7 +37,7 @@ from mmfsl_jax.meta.base import (MetaLearner, alignment_loss, check_batch_norm, 
                                  cross_entropy, embed_query, inputs_of, query_objective)
 from mmfsl_jax.meta.maml import core_params, head_module
 from mmfsl_jax.meta.paths import merge, path_mask, select
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 
 def reptile_objective(theta, phi) -> jax.Array:

@@ -6,7 +6,7 @@ The step's key is `fold_in(state.key, state.step)`, so randomness never depends 
 times a run was restarted.
 
 The task axis B is the leading axis of every batch array; `batch_loss` vmaps over it, and
-mmfsl_jax/sharding.py splits it across devices.
+mmfsl_jax/run/sharding.py splits it across devices.
 
 With `check_finite=True` the step also reports, as booleans computed inside the jitted
 program, whether each metric, the gradient of each parameter group and each group after the

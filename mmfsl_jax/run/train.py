@@ -33,19 +33,19 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax.checkpoint import Checkpoints, state_bytes
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.checkpoint import Checkpoints, state_bytes
 from mmfsl_jax.data.augment import wrap_train_sampler
 from mmfsl_jax.data.pipeline import prefetch
-from mmfsl_jax.data.prepare import prepare_splits
+from mmfsl_jax.run.data import prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import CheckpointError, UserError
-from mmfsl_jax.evaluate import evaluate_episodes, make_batched_predict
-from mmfsl_jax.factory import build_learner, build_model, build_optimizer, learning_rate
-from mmfsl_jax.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
+from mmfsl_jax.run.evaluators.episodic import evaluate_episodes, make_batched_predict
+from mmfsl_jax.run.build import build_learner, build_model, build_optimizer, learning_rate
+from mmfsl_jax.run.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                               check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.sharding import (check_splits, is_primary, replicate, shard_tasks, task_mesh_for,
+from mmfsl_jax.run.sharding import (check_splits, is_primary, replicate, shard_tasks, task_mesh_for,
                                 to_host)
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",

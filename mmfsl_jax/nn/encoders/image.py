@@ -11,9 +11,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmfsl_jax.component import Component, from_linen
-from mmfsl_jax.encoders.batch_norm import BatchStatNorm
-from mmfsl_jax.encoders.conv_ops import (Conv, check_init, check_pool_mode, max_pool_2x2,
+from mmfsl_jax.core.component import Component, from_linen
+from mmfsl_jax.nn.encoders.batch_norm import BatchStatNorm
+from mmfsl_jax.nn.encoders.conv_ops import (Conv, check_init, check_pool_mode, max_pool_2x2,
                                          resolve_impl)
 
 

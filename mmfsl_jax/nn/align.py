@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmfsl_jax.component import Component
+from mmfsl_jax.core.component import Component
 from mmfsl_jax.errors import UserError
 
 

@@ -16,7 +16,7 @@ step's matrix-product FLOPs a task and the rate it sustains, beside one large ma
 on the same device in the same run. With
 `peer_python` (an interpreter with torch) it runs the peer script on the same variant in the
 same process tree, one after the other, and prints the ratio of tasks/s; the peer runs on
-the CPU unless `peer_device` names another torch device (experiments/bench/torch_on_device.py
+the CPU unless `peer_device` names another torch device (mmfsl_jax/bench/peer_scripts/torch_on_device.py
 runs it there). With
 `pipeline`, it also times the input pipeline producing the same variant's tasks from the real
 Omniglot files (data/pipeline.py's `measure_pipeline`, one thread, as training's prefetch
@@ -37,22 +37,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax.data.prepare import TextInfo
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.data import TextInfo
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.factory import build_learner, build_model, build_optimizer
-from mmfsl_jax.faults import NonFiniteLossError
-from mmfsl_jax.flop_count import jaxpr_flops
+from mmfsl_jax.run.build import build_learner, build_model, build_optimizer
+from mmfsl_jax.run.faults import NonFiniteLossError
+from mmfsl_jax.bench.flop_count import jaxpr_flops
 from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.sharding import replicate, shard_tasks, task_mesh_for
+from mmfsl_jax.run.sharding import replicate, shard_tasks, task_mesh_for
 
 CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image_encoder="conv4",
                  conv_channels=64, embed_dim=64, method="maml", inner_steps=1, inner_lr=0.4,
                  first_order=False, n_way=5, k_shot=1, q_query=15, meta_batch=32,
                  learning_rate=1e-3, grad_clip=0.0)
 TEXT_LENGTH, VOCAB_SIZE = 12, 200
-# The peer helpers (torch_peer_extra.py, torch_on_device.py) live beside the bench's results.
-BENCH_SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "bench"
+# The peer helpers (torch_peer_extra.py, torch_on_device.py) ship inside the package, so
+# `mmfsl bench --peer-python` works from an installed wheel as from a checkout.
+BENCH_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
 
 # name -> (config changes, the peer variants it is compared with). "l2l" runs only where
 # learn2learn is importable by the peer's interpreter.

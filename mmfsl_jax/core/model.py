@@ -15,7 +15,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import jax
 
-from mmfsl_jax.component import Component
+from mmfsl_jax.core.component import Component
 
 
 class MultimodalModel(NamedTuple):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmfsl_jax.component import Component, from_linen
+from mmfsl_jax.core.component import Component, from_linen
 
 
 def fit_standardizer(train_features: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:

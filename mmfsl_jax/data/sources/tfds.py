@@ -50,7 +50,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from mmfsl_jax.data import omniglot
+from mmfsl_jax.data.sources import omniglot
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.errors import UserError
 

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.encoders.batch_norm import Moments, recording_batch_moments
+from mmfsl_jax.nn.encoders.batch_norm import Moments, recording_batch_moments
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.model import MultimodalModel
+from mmfsl_jax.core.model import MultimodalModel
 
 
 def model_params_of(params: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmfsl_jax.component import Component, from_linen
+from mmfsl_jax.core.component import Component, from_linen
 
 
 class TokenEncoder(nn.Module):

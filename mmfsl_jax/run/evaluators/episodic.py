@@ -12,19 +12,19 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mmfsl_jax import config as config_lib
-from mmfsl_jax.checkpoint import Checkpoints
-from mmfsl_jax.data import omniglot
-from mmfsl_jax.data.prepare import dataset_channels, dataset_image_size, prepare_splits
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.checkpoint import Checkpoints
+from mmfsl_jax.data.sources import omniglot
+from mmfsl_jax.run.data import dataset_channels, dataset_image_size, prepare_splits
 from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.encoders.batch_norm import Moments, fixed_batch_moments
+from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.errors import CheckpointError, UserError
-from mmfsl_jax.factory import build_learner, build_model, build_optimizer
+from mmfsl_jax.run.build import build_learner, build_model, build_optimizer
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import init_train_state, resolve_task_chunk
-from mmfsl_jax.metrics import episode_metrics, summarise
-from mmfsl_jax.population_norm import estimate_population_moments, model_params_of
-from mmfsl_jax.sharding import is_primary, replicate, shard_tasks, task_mesh_for, to_host
+from mmfsl_jax.run.evaluators.metrics import episode_metrics, summarise
+from mmfsl_jax.run.evaluators.population_norm import estimate_population_moments, model_params_of
+from mmfsl_jax.run.sharding import is_primary, replicate, shard_tasks, task_mesh_for, to_host
 
 
 def make_batched_predict(learner: MetaLearner, task_chunk: int = 0,

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import optax
 
-from mmfsl_jax import align, fuse
-from mmfsl_jax.component import Component
-from mmfsl_jax.data.prepare import TextInfo
-from mmfsl_jax.encoders.image import conv4, resnet12
-from mmfsl_jax.encoders.text import token_text_encoder
-from mmfsl_jax.encoders.vector import fit_standardizer, vector_encoder
+from mmfsl_jax.nn import align
+
+from mmfsl_jax.nn import fuse
+from mmfsl_jax.core.component import Component
+from mmfsl_jax.run.data import TextInfo
+from mmfsl_jax.nn.encoders.image import conv4, resnet12
+from mmfsl_jax.nn.encoders.text import token_text_encoder
+from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
 from mmfsl_jax.errors import ConfigError
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.registry import METHODS
-from mmfsl_jax.model import MultimodalModel, multimodal_model
+from mmfsl_jax.core.model import MultimodalModel, multimodal_model
 
 
 def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
@@ -23,7 +25,7 @@ def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
     mean, std = fit_standardizer(train_split.examples["text"])
     return vector_encoder(mean, std, hidden=(2 * config.text_dim,), out_dim=config.text_dim)
   if text_info.pretrained is not None:
-    from mmfsl_jax.encoders.pretrained_text import pretrained_text_encoder
+    from mmfsl_jax.nn.encoders.pretrained_text import pretrained_text_encoder
     encoder = pretrained_text_encoder(text_info.pretrained)
 
     def apply(params, ids, *, train=False, key=None):
@@ -60,7 +62,7 @@ def train_class_count(config) -> int:
   """
   if config.dataset == "shapes":
     return int(config.shapes.classes_per_split[0])
-  from mmfsl_jax.data.prepare import build_splits
+  from mmfsl_jax.run.data import build_splits
   return build_splits(config)["train"].num_classes
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from mmfsl_jax.errors import UserError
 
 from mmfsl_jax.data.dataset import ClassDataset
-from mmfsl_jax.data.shapes import ShapesConfig, shapes_splits
+from mmfsl_jax.data.sources.shapes import ShapesConfig, shapes_splits
 from mmfsl_jax.data.text import WordVocabulary
 
 SPLITS = ("train", "val", "test")
@@ -105,12 +105,12 @@ def build_splits(config) -> dict[str, ClassDataset]:
     return shapes_splits(ShapesConfig(**values))
   image_size = dataset_image_size(config)
   if config.dataset == "omniglot":
-    from mmfsl_jax.data.omniglot import omniglot_splits
+    from mmfsl_jax.data.sources.omniglot import omniglot_splits
     return omniglot_splits(data_dir, val_alphabets=tuple(config.omniglot.val_alphabets),
                            test_alphabets=tuple(config.omniglot.test_alphabets),
                            rotations=bool(config.omniglot.rotations), image_size=image_size,
                            resize=config.omniglot.resize)
-  from mmfsl_jax.data.tfds_datasets import tfds_splits
+  from mmfsl_jax.data.sources.tfds import tfds_splits
   if config.dataset == "tfds_omniglot":
     return tfds_splits("tfds_omniglot", data_dir=data_dir, image_size=image_size,
                        tfds_splits=config.omniglot.tfds_splits,
@@ -155,7 +155,7 @@ def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInf
     vocab = WordVocabulary.build(splits["train"].examples["text"])
     out = _map_text(splits, lambda texts: vocab.encode(texts, config.text_max_length))
     return _pad_to_same_length(out), TextInfo("ids", vocab_size=vocab.size)
-  from mmfsl_jax.encoders.pretrained_text import (TextFeatureCache, load_pretrained_text,
+  from mmfsl_jax.nn.encoders.pretrained_text import (TextFeatureCache, load_pretrained_text,
                                                   tokenize)
   pretrained = load_pretrained_text(config.text_model)
   if config.text_trainable:

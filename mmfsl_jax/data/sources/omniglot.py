@@ -22,7 +22,7 @@ Default split (by character, held out by alphabet, so no alphabet is in two spli
 Every class has 20 examples.
 
 `ink_image` is the preprocessing shared with the TFDS omniglot loader
-(mmfsl_jax/data/tfds_datasets.py); `check_omniglot_files` reports which files a directory
+(mmfsl_jax/data/sources/tfds.py); `check_omniglot_files` reports which files a directory
 holds (`mmfsl data prepare omniglot`).
 
 Decoded arrays are cached as .npz under `cache_dir` (default $XDG_CACHE_HOME/mmfsl_jax or

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmfsl_jax.component import Component
+from mmfsl_jax.core.component import Component
 
 FUSERS = ("weighted", "concat", "gated", "attention")
 

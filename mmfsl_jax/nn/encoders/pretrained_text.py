@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfsl_jax.component import Component
+from mmfsl_jax.core.component import Component
 from mmfsl_jax.errors import UserError
 
 DEFAULT_TEXT_MODEL = "minilm"
