@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.run.host_memory import restart_with_huge_page_malloc
@@ -58,10 +59,12 @@ def _join_if_distributed(args) -> None:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="mmfsl", description="Multimodal few-shot learning in JAX.")
   commands = parser.add_subparsers(dest="command")
-  train = commands.add_parser("train", help="meta-train a model (resumes if WORKDIR has a checkpoint)")
+  train = commands.add_parser(
+      "train", help="meta-train a model (resumes if WORKDIR has a checkpoint)")
   train.add_argument("--config", default="default",
                      help="built-in config name or a .py file with get_config() (default: default)")
-  train.add_argument("--workdir", default="runs/default", help="output directory (default: runs/default)")
+  train.add_argument("--workdir", default="runs/default",
+                     help="output directory (default: runs/default)")
   train.add_argument("--no-progress", action="store_true", help="no progress bar")
   train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
   _add_distributed_flags(train)
@@ -75,14 +78,14 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--queries", type=int, default=None, help="queries per class (default 15)")
   evaluate.add_argument("--n-way", type=int, default=None,
                         help="episodic: evaluate at this way (default: the config's "
-                             "eval_n_way, else the training way; learners with a fixed head "
+                             "eval.n_way, else the training way; learners with a fixed head "
                              "need their training way)")
   evaluate.add_argument("--k-shot", type=int, default=None,
                         help="episodic: evaluate at this shot (default: the config's "
-                             "eval_k_shot, else the training shot)")
+                             "eval.k_shot, else the training shot)")
   evaluate.add_argument("--inner-steps", type=int, default=None,
                         help="MAML family: inner steps at test time (default: the config's "
-                             "eval_inner_steps, else inner_steps)")
+                             "inner.eval_steps, else inner.steps)")
   evaluate.add_argument("--split", choices=("test", "val"), default="test",
                         help="episodic: classes the tasks are drawn from (default test; val, "
                              "to choose settings such as --inner-steps without the test classes)")
@@ -96,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
                         help="data directory, if not the config's (omniglot-runs: the directory "
-                             "of one_shot_runs.zip; default: data_dir or $MMFSL_OMNIGLOT_DIR)")
+                             "of one_shot_runs.zip; default: data.dir or $MMFSL_OMNIGLOT_DIR)")
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
   data_commands = data.add_subparsers(dest="data_command")
   prepare = data_commands.add_parser(
@@ -123,14 +126,29 @@ def _parser() -> argparse.ArgumentParser:
   bench.add_argument("--peers-dir", default=None, help="directory of torch_maml_bench.py")
   bench.add_argument("--peer-device", default="cpu",
                      help="torch device the peer runs on (e.g. cuda; default cpu)")
-  bench.add_argument("--peer-iters", type=int, default=None, help="peer's timed steps (default: --iters)")
+  bench.add_argument("--peer-iters", type=int, default=None,
+                     help="peer's timed steps (default: --iters)")
   bench.add_argument("--pipeline", action="store_true",
                      help="also time the input pipeline making the same tasks from the real "
                           "Omniglot files (data_dir=DIR or $MMFSL_OMNIGLOT_DIR) and print it "
                           "beside the meta-step")
   bench.add_argument("overrides", nargs="*", metavar="key=value",
-                     help="config overrides applied to every variant (e.g. conv_impl=xla)")
+                     help="config overrides applied to every variant "
+                          "(e.g. model.image.conv_impl=xla)")
   return parser
+
+
+def _config_from(args):
+  """The named config with the command line's key=value overrides; old flat keys are
+  translated, with a warning on stderr."""
+  from mmfsl_jax.run import config as config_lib
+  config = config_lib.load_config(args.config)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", FutureWarning)
+    config_lib.apply_overrides(config, args.overrides)
+  for warning in caught:
+    print(f"mmfsl: warning: {warning.message}", file=sys.stderr)
+  return config
 
 
 def _bench_variants():
@@ -149,10 +167,8 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-  from mmfsl_jax.run import config as config_lib
   from mmfsl_jax.run.train import train_and_evaluate
-  config = config_lib.load_config(args.config)
-  config_lib.apply_overrides(config, args.overrides)
+  config = _config_from(args)
   _join_if_distributed(args)
   record = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
   print(json.dumps(record))
@@ -164,7 +180,7 @@ def _eval(args) -> int:
     raise UserError(f"--output must be a file name ending in .json (it is written in the "
                     f"workdir), got {args.output!r}")
   if args.benchmark == "omniglot-runs":
-    from mmfsl_jax.run.evaluators.episodic import evaluate_omniglot_runs
+    from mmfsl_jax.run.evaluators.omniglot_runs import evaluate_omniglot_runs
     if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)) or (
         args.split != "test"):
       raise UserError("--episodes, --queries, --n-way, --k-shot and --split do not apply to "
@@ -212,10 +228,8 @@ def _prepare(args) -> int:
 
 
 def _throughput(args) -> int:
-  from mmfsl_jax.run import config as config_lib
-  from mmfsl_jax.data.pipeline import measure_pipeline
-  config = config_lib.load_config(args.config)
-  config_lib.apply_overrides(config, args.overrides)
+  from mmfsl_jax.run.throughput import measure_pipeline
+  config = _config_from(args)
   if args.batches < 1:
     raise UserError(f"--batches must be at least 1, got {args.batches}")
   result = measure_pipeline(config, batches=args.batches)

@@ -17,7 +17,7 @@ from mmfsl_jax.run.evaluators.episodic import make_batched_predict
 from mmfsl_jax.meta.maml import maml
 from mmfsl_jax.meta.protonet import protonet
 from mmfsl_jax.core.model import multimodal_model
-from mmfsl_jax.run.evaluators.population_norm import estimate_population_moments, model_params_of
+from mmfsl_jax.run.evaluators.population_norm import estimate_population_moments
 
 _KEY = jax.random.key(0, impl="rbg")   # threefry inits compile for tens of seconds here
 
@@ -48,6 +48,7 @@ def test_recorded_moments_are_the_batch_mean_and_biased_variance():
     (lambda: conv4(4), [f"BatchStatNorm_{i}" for i in range(4)]),
     (lambda: resnet12((4, 6)), [f"ResidualBlock12_{b}/BatchStatNorm_{i}" for b in range(2)
                                 for i in range(4)])], ids=["conv4", "resnet12"])
+@pytest.mark.slow
 def test_fixing_a_batch_its_own_moments_reproduces_it_and_frees_each_example(make, paths):
   net, x = make(), _images(6)
   params = net.init(_KEY, x)
@@ -87,6 +88,7 @@ def _model_and_tasks(image_size=16):
   return model, dataset
 
 
+@pytest.mark.slow
 def test_population_moments_average_the_batches_of_training_tasks():
   model, dataset = _model_and_tasks()
   sampler = EpisodeSampler(dataset, n_way=3, k_shot=1, q_query=2, seed=5)
@@ -108,6 +110,7 @@ def test_population_moments_average_the_batches_of_training_tasks():
     estimate_population_moments(model, params, sampler, num_batches=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["protonet", "maml"])
 def test_population_moments_classify_each_query_on_its_own(method):
   # Under the population's moments a query's logits do not depend on the other queries; under
@@ -118,7 +121,7 @@ def test_population_moments_classify_each_query_on_its_own(method):
   learner = protonet(model, n_way=3) if method == "protonet" else maml(model, n_way=3)
   task = sampler.sample(0)
   params = learner.init(_KEY, jax.tree_util.tree_map(lambda a: a[0], task))
-  moments = estimate_population_moments(model, model_params_of(params), sampler, 2)
+  moments = estimate_population_moments(model, params["model"], sampler, 2)
   images = np.array(task["query"]["image"])
   images[:, 1:] *= 3.0                      # every query but the first
   changed = dict(task, query=dict(task["query"], image=images))

@@ -11,11 +11,14 @@ import pytest
 
 from mmfsl_jax.bench import runner as bench
 from mmfsl_jax.cli import main
+from mmfsl_jax.run import config as config_lib
 from omniglot_data import DATA_DIR, needs_data
 
-TINY = ["meta_batch=2", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=1", "image_size=12"]
+TINY = ["task.meta_batch=2", "model.image.channels=4", "model.embed_dim=8", "task.n_way=2",
+        "task.q_query=1", "data.image_size=12"]
 FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "median_step_s",
-          "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "devices", "peers",
+          "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "devices",
+          "peers",
           "ratios", "peer_device", "pipeline_tasks_per_s", "pipeline_headroom", "gflop_per_task",
           "gflop_per_s", "gemm_gflop_per_s", "page_faults_per_step"}
 FAKE_PEER = '''import json, sys
@@ -33,6 +36,7 @@ def _run(argv):
   return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilation_cache):
   (tmp_path / "torch_maml_bench.py").write_text(FAKE_PEER)
   code, out, err = _run(["bench", "--variants", "maml,fomaml", "--iters", "2", "--peer-python",
@@ -82,12 +86,28 @@ def test_a_peer_on_another_device_runs_through_the_device_launcher(tmp_path, mon
   assert (bench.BENCH_SCRIPTS / "torch_on_device.py").is_file()
 
 
+def _leaf(config, dotted):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
 @pytest.mark.parametrize("variant", list(bench.VARIANTS))
 def test_every_variant_builds_and_its_meta_step_traces(variant, compilation_cache):
   config, step, state, batch = bench.build_variant(variant, TINY)
   new_state, metrics = jax.eval_shape(step, state, batch)
   assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
-  assert metrics["loss"].shape == () and batch["query"]["label"].shape[0] == config.meta_batch
+  assert metrics["loss"].shape == () and batch["query"]["label"].shape[0] == config.task.meta_batch
+  # The variant tables name existing dotted keys (a ConfigDict would take a misspelt one as a
+  # new field), and each change is in the config the variant builds, unless TINY replaces it.
+  keys, replaced = config_lib.flat_keys(config_lib.base_config()), {o.split("=")[0] for o in TINY}
+  for key, value in {**bench.CANONICAL, **bench.VARIANTS[variant][0]}.items():
+    assert key in keys, key
+    if key not in replaced:
+      expected = config.task.meta_batch if value == "meta_batch" else value
+      assert _leaf(config, key) == expected, key
+  assert config_lib.flat_keys(config) == keys
 
 
 def test_feature_text_without_the_training_split_is_a_clear_error():
@@ -99,9 +119,10 @@ def test_feature_text_without_the_training_split_is_a_clear_error():
     build_model(config, TextInfo("features", feature_dim=8), None)
 
 
+@pytest.mark.slow
 def test_a_diverging_variant_is_an_error_not_a_timing(compilation_cache):
-  code, out, err = _run(["bench", "--variants", "maml", "--iters", "1", *TINY, "inner_lr=1e30"])
-  assert code == 2 and "non-finite loss" in err and "inner_lr=1e+30" in err
+  code, out, err = _run(["bench", "--variants", "maml", "--iters", "1", *TINY, "inner.lr=1e30"])
+  assert code == 2 and "non-finite loss" in err and "inner.lr=1e+30" in err
   assert "tasks/s" not in out
 
 
@@ -112,13 +133,14 @@ def test_bench_refuses_unknown_variants_and_a_peer_without_its_directory(tmp_pat
   assert code == 2 and "torch_maml_bench.py" in err
 
 
+@pytest.mark.slow
 @needs_data
 def test_bench_puts_the_input_pipeline_beside_the_meta_step(tmp_path, monkeypatch,
                                                            compilation_cache):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # the decoded-Omniglot cache
   # maml with TINY: the program the test above compiled (a compilation-cache hit).
   code, out, err = _run(["bench", "--variants", "maml", "--iters", "1", "--pipeline",
-                         f"data_dir={DATA_DIR}", *TINY])
+                         f"data.dir={DATA_DIR}", *TINY])
   assert code == 0, err
   (record,) = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
   assert record["pipeline_tasks_per_s"] > 0
@@ -128,7 +150,8 @@ def test_bench_puts_the_input_pipeline_beside_the_meta_step(tmp_path, monkeypatc
 
 
 def test_the_whole_batch_variant_vmaps_every_task_at_any_meta_batch():
-  assert bench.variant_config("maml_whole_batch").task_chunk == 32
-  assert bench.variant_config("maml_whole_batch", ["meta_batch=64"]).task_chunk == 64
-  assert bench.variant_config("maml_whole_batch", ["meta_batch=64", "task_chunk=8"]).task_chunk == 8
-  assert bench.variant_config("maml", ["meta_batch=64"]).task_chunk == 0   # automatic
+  chunk = lambda name, overrides=(): bench.variant_config(name, overrides).run.task_chunk
+  assert chunk("maml_whole_batch") == 32
+  assert chunk("maml_whole_batch", ["task.meta_batch=64"]) == 64
+  assert chunk("maml_whole_batch", ["task.meta_batch=64", "run.task_chunk=8"]) == 8
+  assert chunk("maml", ["task.meta_batch=64"]) == 0   # automatic

@@ -23,9 +23,9 @@ from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
 from mmfsl_jax.errors import UserError
 
-TINY_STEPS = 6          # configs/tiny.py: num_steps
-TINY_TRAIN_STEPS = {2, 4, 6}   # log_every=2
-TINY_VAL_STEPS = {3, 6}        # eval_every=3, and the last step
+TINY_STEPS = 6          # configs/tiny.py: run.num_steps
+TINY_TRAIN_STEPS = {2, 4, 6}   # run.log_every=2
+TINY_VAL_STEPS = {3, 6}        # run.eval_every=3, and the last step
 METRIC_NAMES = ("accuracy", "macro_recall", "macro_f1")
 
 
@@ -99,7 +99,7 @@ def test_train_writes_metrics_jsonl(trained):
   for r in val:
     for name in METRIC_NAMES:
       assert 0.0 <= r[name]["mean"] <= 1.0
-      assert r[name]["n"] == config_lib.load_config("tiny").val_episodes
+      assert r[name]["n"] == config_lib.load_config("tiny").run.val_episodes
 
 
 def test_train_writes_checkpoints_and_config(trained):
@@ -127,10 +127,10 @@ def test_train_again_resumes_and_does_nothing_more(trained, tmp_path, capsys):
 
 
 def test_train_with_more_steps_extends_the_run(trained, tmp_path, capsys):
-  # Steps 7..8 of the same run (num_steps may change on resume; the workdir is a copy).
+  # Steps 7..8 of the same run (run.num_steps may change on resume; the workdir is a copy).
   workdir = _copy_run(trained[0], tmp_path / "run")
   before = _metrics(workdir)
-  assert main(_train_argv(workdir, "num_steps=8")) == 0
+  assert main(_train_argv(workdir, "run.num_steps=8")) == 0
   out, err = capsys.readouterr()
   assert f"resuming from step {TINY_STEPS}" in out + err
   record = _last_json_line(out)
@@ -144,18 +144,18 @@ def test_train_with_more_steps_extends_the_run(trained, tmp_path, capsys):
   assert len(keys) == len(set(keys))                       # nothing logged twice
   assert (8, "train") in keys and (8, "val") in keys
   assert 8 in _steps(workdir / "checkpoints")
-  assert json.loads((workdir / "config.json").read_text())["num_steps"] == 8
+  assert json.loads((workdir / "config.json").read_text())["run"]["num_steps"] == 8
 
 
 def test_train_with_a_different_config_is_refused(trained, capsys):
   workdir, _ = trained
   config_before = (workdir / "config.json").read_text()
   metrics_before = (workdir / "metrics.jsonl").read_text()
-  assert main(_train_argv(workdir, "n_way=3")) == 2
+  assert main(_train_argv(workdir, "task.n_way=3")) == 2
   out, err = capsys.readouterr()
   assert "Traceback" not in out + err
   assert "different config" in err
-  assert "n_way: 5 -> 3" in err
+  assert "task.n_way: 5 -> 3" in err
   assert str(workdir) in err
   assert (workdir / "config.json").read_text() == config_before
   assert (workdir / "metrics.jsonl").read_text() == metrics_before
@@ -181,20 +181,21 @@ def test_eval_writes_eval_json(trained, capsys):
   settings = result["settings"]
   tiny = config_lib.load_config("tiny")
   assert settings["episodes"] == 10
-  assert settings["n_way"] == tiny.n_way
-  assert settings["k_shot"] == tiny.k_shot
-  assert settings["q_query"] == tiny.eval_q_query
+  assert settings["n_way"] == tiny.task.n_way
+  assert settings["k_shot"] == tiny.task.k_shot
+  assert settings["q_query"] == tiny.eval.q_query
   assert settings["split"] == "test"
   assert settings["checkpoint_step"] in _steps(workdir / "best")
 
 
+@pytest.mark.slow
 def test_eval_with_the_training_population_batch_norm(trained, capsys):
   workdir, _ = trained
   assert main(["eval", "--workdir", str(workdir), "--episodes", "4", "--batch-norm",
                "population", "--population-batches", "2", "--output", "eval_pop.json"]) == 0
   result = json.loads((workdir / "eval_pop.json").read_text())
   tiny = config_lib.load_config("tiny")
-  images = tiny.n_way * (tiny.k_shot + tiny.q_query)
+  images = tiny.task.n_way * (tiny.task.k_shot + tiny.task.q_query)
   assert result["settings"]["batch_norm"] == f"population (2 training batches of {images} images)"
   assert result["accuracy"]["n"] == 4
   assert json.loads((workdir / "eval.json").read_text())["settings"]["batch_norm"] == "transductive"
@@ -211,12 +212,12 @@ def test_eval_on_the_validation_split_reproduces_training_validation(trained, ca
   validation = {r["step"]: r["accuracy"]["mean"] for r in _metrics(workdir)
                 if r.get("split") == "val"}
   # the training's validation tasks: the same split, seed and number of episodes
-  result = evaluate_workdir(workdir, episodes=tiny.val_episodes, seed=tiny.eval_seed + 1,
+  result = evaluate_workdir(workdir, episodes=tiny.run.val_episodes, seed=tiny.eval.seed + 1,
                             split="val", write=False)
   assert result["settings"]["split"] == "val"
   assert math.isclose(result["accuracy"]["mean"], validation[result["settings"]["checkpoint_step"]],
                       rel_tol=1e-6)
-  assert main(["eval", "--workdir", str(workdir), "--episodes", str(tiny.val_episodes),
+  assert main(["eval", "--workdir", str(workdir), "--episodes", str(tiny.run.val_episodes),
                "--split", "val", "--output", "eval_val.json"]) == 0
   assert json.loads((workdir / "eval_val.json").read_text())["settings"]["split"] == "val"
   with pytest.raises(UserError, match="'test' or 'val'"):
@@ -232,12 +233,13 @@ def _console_script() -> str:
   return str(script) if script.exists() else shutil.which("mmfsl")
 
 
+@pytest.mark.slow
 def test_console_script_trains(tmp_path, trained, compilation_cache):
   # `trained` first, so that the subprocess finds the tiny model in the compilation cache.
   workdir = tmp_path / "run"
   result = subprocess.run(
       [_console_script(), "train", "--config", "tiny", "--workdir", str(workdir),
-       "--no-progress", "num_steps=2"],
+       "--no-progress", "run.num_steps=2"],
       capture_output=True, text=True, env={**os.environ, **compilation_cache}, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
@@ -274,48 +276,52 @@ def _fails(capsys, argv, *needles) -> str:
 
 def test_unknown_key(tmp_path, capsys):
   workdir = tmp_path / "run"
-  _fails(capsys, _train_argv(workdir, "n_wya=3"), "unknown config key 'n_wya'", "n_way")
+  _fails(capsys, _train_argv(workdir, "task.n_wya=3"), "unknown config key 'task.n_wya'",
+         "Did you mean task.n_way")
   assert not workdir.exists()       # nothing is created for a bad config
 
 
 def test_bad_value_type(tmp_path, capsys):
-  _fails(capsys, _train_argv(tmp_path / "run", "n_way=abc"), "n_way", "'abc'", "int")
+  _fails(capsys, _train_argv(tmp_path / "run", "task.n_way=abc"), "task.n_way=abc", "'abc'",
+         "int")
 
 
 def test_override_without_equals_sign(tmp_path, capsys):
-  _fails(capsys, _train_argv(tmp_path / "run", "n_way"), "'n_way'", "key=value")
+  _fails(capsys, _train_argv(tmp_path / "run", "task.n_way"), "'task.n_way'", "key=value")
 
 
 def test_bad_choice(tmp_path, capsys):
   workdir = tmp_path / "run"
-  _fails(capsys, _train_argv(workdir, "method=foo"), "method='foo'", "protonet", "maml")
+  _fails(capsys, _train_argv(workdir, "learner.name=foo"), "learner.name='foo'", "protonet",
+         "maml")
   assert not workdir.exists()
 
 
 def test_bad_modalities(tmp_path, capsys):
-  _fails(capsys, _train_argv(tmp_path / "run", "modalities=('audio',)"), "modalities", "image",
-         "text")
+  _fails(capsys, _train_argv(tmp_path / "run", "data.modalities=('audio',)"), "data.modalities",
+         "image", "text")
 
 
 def test_no_projection_for_modalities_of_different_widths(tmp_path, capsys):
   # tiny: Conv4 gives 8 image features, the text encoder 16
-  _fails(capsys, _train_argv(tmp_path / "run", "embed_dim=0"), "one width", "'image': 8",
+  _fails(capsys, _train_argv(tmp_path / "run", "model.embed_dim=0"), "one width", "'image': 8",
          "'text': 16")
 
 
 def test_n_way_larger_than_the_train_split(tmp_path, capsys):
-  err = _fails(capsys, _train_argv(tmp_path / "run", "n_way=30"), "n_way=30", "10", "train")
+  err = _fails(capsys, _train_argv(tmp_path / "run", "task.n_way=30"), "n_way=30", "10",
+               "train")
   assert "classes" in err
 
 
 def test_k_shot_larger_than_the_classes(tmp_path, capsys):
-  _fails(capsys, _train_argv(tmp_path / "run", "k_shot=10"), "k_shot", "13", "12")
+  _fails(capsys, _train_argv(tmp_path / "run", "task.k_shot=10"), "k_shot", "13", "12")
 
 
 def test_failed_start_does_not_pin_the_workdir_config(tmp_path, capsys):
   workdir = tmp_path / "run"
-  _fails(capsys, _train_argv(workdir, "n_way=30"), "n_way=30")
-  _fails(capsys, _train_argv(workdir, "k_shot=10"), "13", "12")
+  _fails(capsys, _train_argv(workdir, "task.n_way=30"), "n_way=30")
+  _fails(capsys, _train_argv(workdir, "task.k_shot=10"), "13", "12")
 
 
 def test_unwritable_workdir(tmp_path, capsys):
@@ -394,7 +400,7 @@ def test_argparse_errors_exit_2(argv, capsys):
 def test_debug_env_shows_the_exception(tmp_path, monkeypatch):
   monkeypatch.setenv("MMFSL_DEBUG", "1")
   with pytest.raises(UserError, match="unknown config key"):
-    main(_train_argv(tmp_path / "run", "n_wya=3"))
+    main(_train_argv(tmp_path / "run", "task.n_wya=3"))
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -32,6 +32,7 @@ ENCODERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_encoder_contract(name):
   make, inputs, shape = ENCODERS[name]
@@ -45,7 +46,8 @@ def test_encoder_contract(name):
       eager = encoder.apply(params, x)
     np.testing.assert_allclose(eager, out, rtol=1e-4, atol=1e-5)
   again = init(RBG_KEY, x)
-  assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), params, again))
+  same = jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), params, again)
+  assert jax.tree_util.tree_all(same)
   other = init(OTHER_RBG_KEY, x)
   assert not np.allclose(apply(other, x), out)
 
@@ -68,6 +70,7 @@ def test_bow_is_masked_mean_of_embeddings():
   np.testing.assert_allclose(out[1], table[5], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_gru_ignores_padding():
   encoder = token_text_encoder(10, dim=4, pooling="gru")
   short, padded = jnp.array([[2, 3]]), jnp.array([[2, 3, 0, 0, 0]])
@@ -92,6 +95,7 @@ def _aligned(n=4, d=8):
   return {"image": jax.random.normal(k1, (n, d)), "text": jax.random.normal(k2, (n, d))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", fuse.FUSERS)
 def test_fuser_contract_and_missing_modality(name):
   fuser = fuse.make_fuser(name, ("image", "text"))

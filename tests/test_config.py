@@ -1,23 +1,28 @@
-"""Configs: loading by name or file, key=value overrides, validation, dict round trips.
+"""Configs: loading by name or file, dotted key=value overrides, checks, dict round trips.
 
-Fast: nothing here builds a model or touches JAX.
+Loading, overrides and JSON are run/config.py; every check is run/build.py's check_config.
+Old flat keys (`method=maml`) and their translation are tests/test_legacy.py's.
+Fast: nothing here builds a model (one test steps an optax optimiser).
 """
 from __future__ import annotations
 
 import keyword
 import math
+import re
 
 import ml_collections
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.config import (CHOICES, apply_overrides, base_config, config_differences,
-                              config_from_dict, config_to_dict, flat_keys, load_config, validate)
 from mmfsl_jax.errors import ConfigError, UserError
+from mmfsl_jax.run import build, legacy
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.build import CHOICES, POSITIVE, check_config, evaluation_shape
+from mmfsl_jax.run.config import (apply_overrides, base_config, config_differences,
+                                  config_from_dict, config_to_dict, flat_keys, load_config)
 
-# Keys of the base config by the type of their value (leaves only, dotted for nested ones).
+# Keys of the base config by the type of their value (leaves only, dotted).
 _BASE = base_config()
 
 
@@ -26,6 +31,14 @@ def _leaf(config, key):
   for part in key.split("."):
     node = node[part]
   return node
+
+
+def _set(config, key, value):
+  *sections, name = key.split(".")
+  node = config
+  for part in sections:
+    node = node[part]
+  node[name] = value
 
 
 def _keys_of(kind):
@@ -37,10 +50,31 @@ FLOAT_KEYS = _keys_of(float)
 BOOL_KEYS = _keys_of(bool)
 STR_KEYS = _keys_of(str)
 TUPLE_KEYS = _keys_of(tuple)
+# Tuples whose elements may be ints: those with int elements by default, or empty ones.
+INT_TUPLE_KEYS = [k for k in TUPLE_KEYS if all(isinstance(x, int) for x in _leaf(_BASE, k))]
 
 
 def _message(excinfo) -> str:
   return str(excinfo.value)
+
+
+def _checked(overrides):
+  """base_config() with `overrides` applied, after check_config accepted it."""
+  config = apply_overrides(base_config(), overrides)
+  check_config(config)
+  return config
+
+
+def _refused(overrides, match):
+  with pytest.raises(ConfigError, match=match):
+    check_config(apply_overrides(base_config(), overrides))
+
+
+def test_the_base_config_is_sectioned():
+  assert {k for k, v in _BASE.items() if isinstance(v, ml_collections.ConfigDict)} == {
+      "data", "task", "model", "learner", "inner", "optim", "run", "eval"}
+  assert all("." in key for key in flat_keys(_BASE) if key not in ("seed", "smoke"))
+  assert INT_KEYS and FLOAT_KEYS and BOOL_KEYS and STR_KEYS and TUPLE_KEYS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,31 +85,43 @@ def _message(excinfo) -> str:
 def test_load_builtin_by_name(name):
   config = load_config(name)
   assert isinstance(config, ml_collections.ConfigDict)
-  validate(config)
+  check_config(config)
   assert name in config_lib.builtin_config_names()
+
+
+@pytest.mark.parametrize("name", config_lib.builtin_config_names())
+def test_every_builtin_config_loads_and_passes_the_checks(name):
+  config = load_config(name)
+  check_config(config)
+  assert sorted(flat_keys(config)) == sorted(flat_keys(_BASE))   # all start from base_config
 
 
 def test_tiny_is_small():
   config = load_config("tiny")
-  assert config.num_steps == 6
-  assert tuple(config.shapes.classes_per_split) == (10, 6, 6)
-  assert config.shapes.examples_per_class == 12
+  assert config.run.num_steps == 6
+  assert tuple(config.data.shapes.classes_per_split) == (10, 6, 6)
+  assert config.data.shapes.examples_per_class == 12
 
 
 def test_load_from_python_file(tmp_path):
   path = tmp_path / "my_config.py"
   path.write_text(
-      "from mmfsl_jax.run.config import base_config\n"
+      "from mmfsl_jax.configs.base import base_config\n"
       "\n"
       "def get_config():\n"
       "  c = base_config()\n"
-      "  c.n_way = 3\n"
-      "  c.method = 'maml'\n"
+      "  c.task.n_way = 3\n"
+      "  c.learner.name = 'maml'\n"
       "  return c\n")
   config = load_config(str(path))
-  assert config.n_way == 3
-  assert config.method == "maml"
-  validate(config)
+  assert config.task.n_way == 3
+  assert config.learner.name == "maml"
+  check_config(config)
+
+
+def test_base_config_is_reexported_by_run_config():
+  from mmfsl_jax.configs.base import base_config as the_base
+  assert config_lib.base_config is the_base
 
 
 def test_unknown_name_lists_builtin_names():
@@ -97,7 +143,7 @@ def test_python_file_without_get_config_is_an_error(tmp_path):
 
 def test_python_file_returning_a_dict_is_an_error(tmp_path):
   path = tmp_path / "dict_config.py"
-  path.write_text("def get_config():\n  return {'n_way': 5}\n")
+  path.write_text("def get_config():\n  return {'task': {'n_way': 5}}\n")
   with pytest.raises(ConfigError, match="ConfigDict"):
     load_config(str(path))
 
@@ -114,86 +160,105 @@ def test_config_errors_are_user_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# apply_overrides: parsing
+# apply_overrides: values parsed by the type of the field they replace
 
 
 def test_override_int():
-  config = apply_overrides(base_config(), ["n_way=3"])
-  assert config.n_way == 3 and type(config.n_way) is int
+  config = apply_overrides(base_config(), ["task.n_way=3"])
+  assert config.task.n_way == 3 and type(config.task.n_way) is int
 
 
 @pytest.mark.parametrize("text,value", [("1e-4", 1e-4), ("1", 1.0), ("0.5", 0.5), ("-2", -2.0)])
 def test_override_float_accepts_ints_and_exponents(text, value):
-  config = apply_overrides(base_config(), [f"learning_rate={text}"])
-  assert config.learning_rate == value
-  assert type(config.learning_rate) is float
+  config = apply_overrides(base_config(), [f"optim.lr={text}"])
+  assert config.optim.lr == value
+  assert type(config.optim.lr) is float
 
 
 @pytest.mark.parametrize("text,value", [("true", True), ("True", True), ("TRUE", True),
                                         ("false", False), ("False", False)])
 def test_override_bool(text, value):
-  config = apply_overrides(base_config(), [f"first_order={text}"])
-  assert config.first_order is value
+  config = apply_overrides(base_config(), [f"inner.first_order={text}"])
+  assert config.inner.first_order is value
 
 
-@pytest.mark.parametrize("text", ["1", "0", "yes", "1.0"])
+@pytest.mark.parametrize("text", [
+    "1",
+    "0",
+    "yes", "1.0", "on", "2"])
 def test_override_bool_rejects_non_bools(text):
-  with pytest.raises(ConfigError, match="first_order"):
-    apply_overrides(base_config(), [f"first_order={text}"])
+  config = base_config()
+  with pytest.raises(ConfigError, match="inner.first_order"):
+    apply_overrides(config, [f"inner.first_order={text}"])
+  assert config.inner.first_order is False
 
 
 @pytest.mark.parametrize("text,value", [
     ("('image',)", ("image",)),
     ("['text']", ("text",)),
     ("image", ("image",)),              # a bare value becomes a 1-tuple
+    ("text", ("text",)),
     ("('image', 'text')", ("image", "text")),
     ("()", ()),
 ])
 def test_override_tuple(text, value):
-  config = apply_overrides(base_config(), [f"modalities={text}"])
-  assert config.modalities == value
-  assert isinstance(config.modalities, tuple)
+  config = apply_overrides(base_config(), [f"data.modalities={text}"])
+  assert config.data.modalities == value
+  assert isinstance(config.data.modalities, tuple)
 
 
 def test_override_tuple_of_numbers_without_parentheses():
-  config = apply_overrides(base_config(), ["fuse_weights=0.25,0.75"])
-  assert config.fuse_weights == (0.25, 0.75)
+  config = apply_overrides(base_config(), ["model.fuse_weights=0.25,0.75"])
+  assert config.model.fuse_weights == (0.25, 0.75)
 
 
 def test_override_string():
-  config = apply_overrides(base_config(), ["method=maml", "text_model=some/dir"])
-  assert config.method == "maml"
-  assert config.text_model == "some/dir"
+  config = apply_overrides(base_config(), ["learner.name=maml", "model.text.pretrained=some/dir"])
+  assert config.learner.name == "maml"
+  assert config.model.text.pretrained == "some/dir"
 
 
-def test_override_string_with_quotes():
-  config = apply_overrides(base_config(), ["distance='cosine'"])
-  assert config.distance == "cosine"
+@pytest.mark.parametrize("text", ["'cosine'", '"cosine"'])
+def test_override_string_with_quotes(text):
+  config = apply_overrides(base_config(), [f"learner.distance={text}"])
+  assert config.learner.distance == "cosine"
+
+
+def test_override_string_may_be_empty():
+  # inner.params "" is "the method's own default" (configs/base.py)
+  config = apply_overrides(base_config(), ["inner.params=head/.*", "inner.params="])
+  assert config.inner.params == ""
 
 
 def test_override_dotted_key():
-  config = apply_overrides(base_config(), ["shapes.mention_prob=0.3",
-                                           "shapes.classes_per_split=(8, 4, 4)"])
-  assert config.shapes.mention_prob == 0.3
-  assert config.shapes.classes_per_split == (8, 4, 4)
-  assert "mention_prob" not in config  # a nested key does not leak to the top level
+  config = apply_overrides(base_config(), ["data.shapes.mention_prob=0.3",
+                                           "data.shapes.classes_per_split=(8, 4, 4)"])
+  assert config.data.shapes.mention_prob == 0.3
+  assert config.data.shapes.classes_per_split == (8, 4, 4)
+  # a nested key does not leak to the top level or to its section
+  assert "mention_prob" not in config and "mention_prob" not in config.data
+
+
+def test_override_top_level_keys():
+  config = apply_overrides(base_config(), ["seed=3", "smoke=true"])
+  assert config.seed == 3 and config.smoke is True
 
 
 def test_override_value_may_contain_equals_sign():
-  config = apply_overrides(base_config(), ["text_model=a=b"])
-  assert config.text_model == "a=b"
+  config = apply_overrides(base_config(), ["model.text.pretrained=a=b"])
+  assert config.model.text.pretrained == "a=b"
 
 
 def test_override_key_whitespace_is_stripped():
-  config = apply_overrides(base_config(), [" n_way =4"])
-  assert config.n_way == 4
+  config = apply_overrides(base_config(), [" task.n_way =4"])
+  assert config.task.n_way == 4
 
 
 def test_overrides_apply_in_order_and_return_the_same_config():
   config = base_config()
-  result = apply_overrides(config, ["n_way=3", "n_way=7"])
+  result = apply_overrides(config, ["task.n_way=3", "task.n_way=7"])
   assert result is config
-  assert config.n_way == 7
+  assert config.task.n_way == 7
 
 
 def test_no_overrides_changes_nothing():
@@ -202,80 +267,125 @@ def test_no_overrides_changes_nothing():
   assert config_to_dict(config) == config_to_dict(base_config())
 
 
+def test_overrides_do_not_touch_absl_global_flags():
+  from absl import flags
+  config = base_config()
+  apply_overrides(config, ["task.n_way=3"])
+  apply_overrides(config, ["task.k_shot=2"])   # a second call defines its flags afresh
+  assert (config.task.n_way, config.task.k_shot) == (3, 2)
+  assert "config" not in flags.FLAGS
+
+
 # ---------------------------------------------------------------------------------------------
 # apply_overrides: errors
 
 
 def test_unknown_key_lists_valid_keys():
   with pytest.raises(ConfigError) as excinfo:
-    apply_overrides(base_config(), ["n_wya=3"])
+    apply_overrides(base_config(), ["task.n_wya=3"])
   message = _message(excinfo)
-  assert "'n_wya'" in message
-  assert "Valid keys" in message
-  for key in ("n_way", "k_shot", "learning_rate", "shapes.mention_prob"):
+  assert "unknown config key 'task.n_wya'" in message
+  assert "valid keys:" in message
+  for key in ("task.n_way", "task.k_shot", "optim.lr", "data.shapes.mention_prob"):
     assert key in message
+  for section in ("data", "task", "model", "learner", "inner", "optim", "run", "eval"):
+    assert section in message
 
 
 def test_unknown_key_suggests_close_keys():
   with pytest.raises(ConfigError) as excinfo:
-    apply_overrides(base_config(), ["way=3"])
-  assert "Did you mean n_way" in _message(excinfo)
+    apply_overrides(base_config(), ["task.way=3"])
+  assert "Did you mean task.n_way" in _message(excinfo)
 
 
-def test_unknown_nested_leaf_suggests_dotted_key():
+@pytest.mark.parametrize("key,dotted", [("mention_prob", "data.shapes.mention_prob"),
+                                        ("steps", "inner.steps"), ("num_step", "run.num_steps")])
+def test_unknown_leaf_suggests_its_dotted_key(key, dotted):
   with pytest.raises(ConfigError) as excinfo:
-    apply_overrides(base_config(), ["mention_prob=0.3"])
-  assert "Did you mean shapes.mention_prob" in _message(excinfo)
+    apply_overrides(base_config(), [f"{key}=3"])
+  assert re.search(rf"Did you mean [^?]*\b{re.escape(dotted)}\b", _message(excinfo))
 
 
-def test_unknown_key_with_typo_suggests_the_intended_key():
-  with pytest.raises(ConfigError) as excinfo:
-    apply_overrides(base_config(), ["n_wya=3"])
-  assert "Did you mean n_way" in _message(excinfo)
-
-
-def test_a_section_is_not_a_key():
-  with pytest.raises(ConfigError, match="unknown config key 'shapes'"):
-    apply_overrides(base_config(), ["shapes=1"])
-
-
-@pytest.mark.parametrize("override,key", [
-    ("n_way=abc", "n_way"),
-    ("n_way=3.5", "n_way"),
-    ("n_way=True", "n_way"),
-    ("learning_rate=fast", "learning_rate"),
-    ("learning_rate=True", "learning_rate"),
-    ("method=True", "method"),
-    ("method=[1]", "method"),
-    ("modalities=True", "modalities"),
-    ("shapes.image_size=big", "shapes.image_size"),
+@pytest.mark.parametrize("override,intended", [
+    ("task.n_wya=3", "task.n_way"),
+    ("inner.step=3", "inner.steps"),
+    ("model.image.encoderr=resnet12", "model.image.encoder"),
+    ("n_wya=3", "task.n_way"),
 ])
-def test_type_mismatch_is_an_error(override, key):
+def test_unknown_key_with_typo_suggests_the_intended_key(override, intended):
   with pytest.raises(ConfigError) as excinfo:
     apply_overrides(base_config(), [override])
   message = _message(excinfo)
-  assert key in message
-  assert "expected a value of type" in message
+  assert re.search(rf"Did you mean {re.escape(intended)}\b", message), message
 
 
-def test_type_mismatch_names_the_expected_type():
+@pytest.mark.parametrize("key", ["data", "data.shapes", "model.image", "learner.reptile"])
+def test_a_section_is_not_a_key(key):
+  with pytest.raises(ConfigError, match=f"unknown config key '{re.escape(key)}'"):
+    apply_overrides(base_config(), [f"{key}=1"])
+
+
+@pytest.mark.parametrize("override,key,kind", [
+    ("task.n_way=abc", "task.n_way", "int"),
+    ("task.n_way=3.5", "task.n_way", "int"),
+    ("task.n_way=True", "task.n_way", "int"),
+    ("optim.lr=fast", "optim.lr", "float"),
+    ("optim.lr=True", "optim.lr", "float"),
+    ("inner.first_order=yes", "inner.first_order", "boolean"),
+    ("data.shapes.image_size=big", "data.shapes.image_size", "int"),
+    ("data.modalities=True", "data.modalities", "tuple"),
+])
+def test_type_mismatch_is_an_error(override, key, kind):
+  config = base_config()
   with pytest.raises(ConfigError) as excinfo:
-    apply_overrides(base_config(), ["n_way=abc"])
+    apply_overrides(config, [override])
   message = _message(excinfo)
-  assert "'abc'" in message and "int" in message and "5" in message
+  assert message.startswith(f"bad override: {override}:")
+  assert key in message and kind in message
+  assert config_to_dict(config) == config_to_dict(base_config())
 
 
-@pytest.mark.parametrize("override", ["n_way", "n_way:3", ""])
+def test_type_mismatch_names_the_value_and_the_type():
+  with pytest.raises(ConfigError) as excinfo:
+    apply_overrides(base_config(), ["task.n_way=abc"])
+  message = _message(excinfo)
+  assert "task.n_way" in message and "'abc'" in message and "int" in message
+  assert "configs/base.py" in message   # where the types are
+
+
+@pytest.mark.parametrize("override,key,message", [
+    # A string field takes any text; check_config then names the key of a bad choice.
+    ("learner.name=True", "learner.name", "learner.name='True' is not valid"),
+    ("learner.name=[1]", "learner.name", r"learner.name='\[1\]' is not valid"),
+])
+def test_values_that_parse_but_no_run_can_use_are_refused_by_check_config(override, key,
+                                                                          message):
+  config = apply_overrides(base_config(), [override])
+  with pytest.raises(ConfigError, match=message):
+    check_config(config)
+
+
+@pytest.mark.parametrize("override", ["task.n_way", "task.n_way:3", ""])
 def test_missing_equals_sign_is_an_error(override):
   with pytest.raises(ConfigError, match="key=value"):
     apply_overrides(base_config(), [override])
 
 
-def test_failed_override_leaves_earlier_ones_applied_but_raises():
+def test_a_failed_override_applies_none_of_them():
   config = base_config()
-  with pytest.raises(ConfigError):
-    apply_overrides(config, ["n_way=3", "bogus=1"])
-  assert config.n_way == 3
+  with pytest.raises(ConfigError, match="task.k_shot"):
+    apply_overrides(config, ["task.n_way=3", "task.k_shot=abc"])
+  assert config.task.n_way == 5 and config.task.k_shot == 1
+  with pytest.raises(ConfigError, match="data.modalities"):
+    apply_overrides(config, ["task.n_way=3", "data.modalities=(1, 2)"])
+  assert config.task.n_way == 5 and config.data.modalities == ("image", "text")
+
+
+def test_an_unknown_key_is_refused_before_any_override_is_applied():
+  config = base_config()
+  with pytest.raises(ConfigError, match="unknown config key 'bogus'"):
+    apply_overrides(config, ["task.n_way=3", "bogus=1"])
+  assert config.task.n_way == 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,8 +433,10 @@ def test_property_bool_override_sets_exactly_that_value(key, value, spelling):
 @given(key=st.sampled_from(INT_KEYS),
        value=_finite_floats.filter(lambda x: not float(x).is_integer()))
 def test_property_non_integral_float_never_sets_an_int_key(key, value):
-  with pytest.raises(ConfigError, match="expected a value of type int"):
-    apply_overrides(base_config(), [f"{key}={value!r}"])
+  config = base_config()
+  with pytest.raises(ConfigError, match=rf"^bad override: {re.escape(key)}=.*int\(\)"):
+    apply_overrides(config, [f"{key}={value!r}"])
+  assert _leaf(config, key) == _leaf(_BASE, key)
 
 
 _words = st.from_regex(r"[A-Za-z_][A-Za-z0-9_/.\-]{0,20}", fullmatch=True).filter(
@@ -332,14 +444,16 @@ _words = st.from_regex(r"[A-Za-z_][A-Za-z0-9_/.\-]{0,20}", fullmatch=True).filte
 
 
 @settings(max_examples=40, deadline=None)
-@given(key=st.sampled_from(STR_KEYS), value=_words)
-def test_property_string_override_sets_exactly_that_value(key, value):
-  config = apply_overrides(base_config(), [f"{key}={value!r}"])
-  assert _leaf(config, key) == value
+@given(key=st.sampled_from(STR_KEYS), value=_words, quoted=st.booleans())
+def test_property_string_override_sets_exactly_that_value(key, value, quoted):
+  text = repr(value) if quoted else value
+  config = apply_overrides(base_config(), [f"{key}={text}"])
+  got = _leaf(config, key)
+  assert got == value and type(got) is str
 
 
 @settings(max_examples=40, deadline=None)
-@given(key=st.sampled_from(TUPLE_KEYS),
+@given(key=st.sampled_from(INT_TUPLE_KEYS),
        value=st.lists(st.integers(min_value=0, max_value=1000), max_size=5).map(tuple))
 def test_property_tuple_override_sets_exactly_that_value(key, value):
   config = apply_overrides(base_config(), [f"{key}={value!r}"])
@@ -350,10 +464,15 @@ def test_property_tuple_override_sets_exactly_that_value(key, value):
 _VALID = set(flat_keys(_BASE))
 
 
+def _unknown(key: str) -> bool:
+  """Neither a key now nor an old flat one (those are translated: tests/test_legacy.py)."""
+  return key.strip() not in _VALID and legacy.translate_key(key.strip()) is None
+
+
 @settings(max_examples=100, deadline=None)
 @given(key=st.text(alphabet=st.characters(blacklist_characters="=",
                                           blacklist_categories=("Cs",)), max_size=30)
-       .filter(lambda k: k.strip() not in _VALID),
+       .filter(_unknown),
        value=st.text(max_size=10))
 def test_property_garbage_keys_never_silently_succeed(key, value):
   config = base_config()
@@ -367,178 +486,247 @@ def test_property_garbage_keys_never_silently_succeed(key, value):
 @given(key=st.sampled_from(sorted(_VALID)), suffix=st.from_regex(r"[a-z_]{1,6}", fullmatch=True))
 def test_property_near_miss_keys_are_rejected(key, suffix):
   bad = key + suffix
-  assume(bad not in _VALID)
+  assume(_unknown(bad))
   with pytest.raises(ConfigError, match="unknown config key"):
     apply_overrides(base_config(), [f"{bad}=1"])
 
 
 # ---------------------------------------------------------------------------------------------
-# validate
+# build.check_config
+
+
+def test_choices_are_dotted_keys_of_string_fields():
+  for key, choices in CHOICES.items():
+    assert key in _VALID and type(_leaf(_BASE, key)) is str, key
+    assert _leaf(_BASE, key) in choices and len(set(choices)) == len(choices), key
 
 
 @pytest.mark.parametrize("key", sorted(CHOICES))
-def test_validate_bad_choice_names_valid_choices(key):
+def test_check_bad_choice_names_valid_choices(key):
   config = base_config()
-  config[key] = "not_a_choice"
+  _set(config, key, "not_a_choice")
   with pytest.raises(ConfigError) as excinfo:
-    validate(config)
+    check_config(config)
   message = _message(excinfo)
   assert key in message and "not_a_choice" in message
   for choice in CHOICES[key]:
     assert choice in message
+  assert message == (f"{key}='not_a_choice' is not valid; choose one of "
+                     f"{', '.join(CHOICES[key])}")
 
 
 @pytest.mark.parametrize("key", sorted(CHOICES))
-def test_validate_accepts_every_choice(key):
+def test_check_accepts_every_choice(key):
   for choice in CHOICES[key]:
     config = base_config()
-    config[key] = choice
-    config.lr_decay_every = 10   # lr_schedule="step" needs its period
-    validate(config)
+    _set(config, key, choice)
+    config.optim.decay_every = 10   # optim.schedule="step" needs its period
+    check_config(config)
 
 
 @pytest.mark.parametrize("modalities", [(), ("audio",), ("image", "audio"), ("image", "image")])
-def test_validate_bad_modalities(modalities):
+def test_check_bad_modalities(modalities):
   config = base_config()
-  config.modalities = modalities
+  config.data.modalities = modalities
   with pytest.raises(ConfigError) as excinfo:
-    validate(config)
+    check_config(config)
   message = _message(excinfo)
-  assert "modalities" in message and "image" in message and "text" in message
+  assert "data.modalities" in message and "image" in message and "text" in message
 
 
-@pytest.mark.parametrize("modalities", [("image",), ("text",), ("image", "text"), ("text", "image")])
-def test_validate_good_modalities(modalities):
+@pytest.mark.parametrize("modalities",
+                         [("image",), ("text",), ("image", "text"), ("text", "image")])
+def test_check_good_modalities(modalities):
   config = base_config()
-  config.modalities = modalities
-  validate(config)
+  config.data.modalities = modalities
+  check_config(config)
 
 
 @pytest.mark.parametrize("weights", [(1.0,), (0.3, 0.3, 0.4)])
-def test_validate_fuse_weights_of_wrong_length(weights):
+def test_check_fuse_weights_of_wrong_length(weights):
   config = base_config()
-  config.fuse_weights = weights
-  with pytest.raises(ConfigError, match="one weight per modality"):
-    validate(config)
+  config.model.fuse_weights = weights
+  with pytest.raises(ConfigError, match="model.fuse_weights=.* needs one weight per modality"):
+    check_config(config)
 
 
-def test_validate_fuse_weights_length_follows_modalities():
-  config = apply_overrides(base_config(), ["modalities=('image',)", "fuse_weights=(1.0,)"])
-  validate(config)
-  config.fuse_weights = (0.5, 0.5)
+def test_check_fuse_weights_length_follows_modalities():
+  config = _checked(["data.modalities=('image',)", "model.fuse_weights=(1.0,)"])
+  config.model.fuse_weights = (0.5, 0.5)
   with pytest.raises(ConfigError, match="one weight per modality"):
-    validate(config)
+    check_config(config)
 
 
 @pytest.mark.parametrize("weights", [(-1.0, 2.0), (0.0, 0.0)])
-def test_validate_fuse_weights_negative_or_zero_sum(weights):
+def test_check_fuse_weights_negative_or_zero_sum(weights):
   config = base_config()
-  config.fuse_weights = weights
-  with pytest.raises(ConfigError, match="non-negative"):
-    validate(config)
+  config.model.fuse_weights = weights
+  with pytest.raises(ConfigError, match="model.fuse_weights must be non-negative"):
+    check_config(config)
 
 
-def test_validate_good_fuse_weights():
+def test_check_good_fuse_weights():
   config = base_config()
-  config.fuse_weights = (0.0, 1.0)
-  validate(config)
+  config.model.fuse_weights = (0.0, 1.0)
+  check_config(config)
 
 
 @pytest.mark.parametrize("n_way", [1, 0, -3])
-def test_validate_n_way_below_two(n_way):
+def test_check_n_way_below_two(n_way):
   config = base_config()
-  config.n_way = n_way
-  with pytest.raises(ConfigError, match="n_way must be at least"):
-    validate(config)
+  config.task.n_way = n_way
+  with pytest.raises(ConfigError, match=f"task.n_way must be at least 2, got {n_way}"):
+    check_config(config)
 
 
-@pytest.mark.parametrize("key", ["k_shot", "q_query", "meta_batch", "num_steps", "eval_episodes"])
-def test_validate_counts_must_be_positive(key):
+@pytest.mark.parametrize("key", POSITIVE)
+def test_check_counts_and_rates_must_be_positive(key):
+  assert {"task.k_shot", "task.q_query", "task.meta_batch", "run.num_steps",
+          "eval.episodes", "optim.lr", "inner.lr"} <= set(POSITIVE)
   config = base_config()
-  config[key] = 0
-  with pytest.raises(ConfigError, match=f"{key} must be at least 1, got 0"):
-    validate(config)
+  zero = type(_leaf(config, key))(0)
+  _set(config, key, zero)
+  with pytest.raises(ConfigError, match=f"^{re.escape(key)} must be positive, got {zero}$"):
+    check_config(config)
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "inner.lr"])
+def test_check_rates_must_be_positive(key):
+  for rate in (0.0, -0.1):
+    config = base_config()
+    _set(config, key, rate)
+    with pytest.raises(ConfigError, match=f"{re.escape(key)} must be positive"):
+      check_config(config)
 
 
 @pytest.mark.parametrize("task_chunk", [-1, 3])
-def test_validate_task_chunk_must_divide_the_meta_batch(task_chunk):
-  config = apply_overrides(base_config(), ["meta_batch=4", f"task_chunk={task_chunk}"])
-  with pytest.raises(ConfigError, match=f"task_chunk={task_chunk} must be 0 .automatic., "
-                                        f"divide meta_batch=4, or be at least it"):
-    validate(config)
+def test_check_task_chunk_must_divide_the_meta_batch(task_chunk):
+  config = apply_overrides(base_config(), ["task.meta_batch=4", f"run.task_chunk={task_chunk}"])
+  with pytest.raises(ConfigError, match=f"run.task_chunk={task_chunk} must be 0 .automatic., "
+                                        f"divide task.meta_batch=4, or be at least it"):
+    check_config(config)
   for fine in (0, 1, 2, 4, 64):
-    validate(apply_overrides(config, [f"task_chunk={fine}"]))
-
-
-@pytest.mark.parametrize("key", ["learning_rate", "inner_lr"])
-def test_validate_rates_must_be_positive(key):
-  config = base_config()
-  config[key] = 0.0
-  with pytest.raises(ConfigError, match="must be positive"):
-    validate(config)
+    check_config(apply_overrides(config, [f"run.task_chunk={fine}"]))
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"eval_n_way": 1}, "eval_n_way must be 0"), ({"eval_k_shot": -1}, "eval_k_shot"),
-    ({"method": "maml", "eval_n_way": 3}, "trained 5-way with method=maml.*cannot be evaluated 3-way")])
-def test_validate_evaluation_way_and_shot(overrides, message):
+    ({"eval.n_way": 1}, "eval.n_way must be 0"), ({"eval.k_shot": -1}, "eval.k_shot"),
+    ({"eval.n_way": -2}, "eval.n_way must be 0"),
+    ({"learner.name": "maml", "eval.n_way": 3},
+     "trained 5-way with learner.name=maml.*cannot be evaluated 3-way")])
+def test_check_evaluation_way_and_shot(overrides, message):
   config = base_config()
-  config.update(overrides)
+  for key, value in overrides.items():
+    _set(config, key, value)
   with pytest.raises(ConfigError, match=message):
-    validate(config)
+    check_config(config)
 
 
-def test_evaluation_config_takes_the_evaluation_way_and_shot_and_leaves_the_config_alone():
-  from mmfsl_jax.run.config import evaluation_config
-  config = base_config()
-  config.update({"n_way": 20, "k_shot": 5, "eval_n_way": 5, "eval_k_shot": 1})
-  validate(config)   # protonet evaluates any way
-  evaluated = evaluation_config(config)
-  assert (evaluated.n_way, evaluated.k_shot) == (5, 1) and (config.n_way, config.k_shot) == (20, 5)
-  config.update({"eval_n_way": 0, "eval_k_shot": 0})
-  assert (evaluation_config(config).n_way, evaluation_config(config).k_shot) == (20, 5)
-  config.update({"method": "maml", "eval_n_way": 20})   # its own way is always allowed
-  validate(config)
+def test_evaluation_shape_takes_the_evaluation_way_and_shot_and_leaves_the_config_alone():
+  config = apply_overrides(base_config(), ["task.n_way=20", "task.k_shot=5", "eval.n_way=5",
+                                           "eval.k_shot=1"])
+  before = config_to_dict(config)
+  check_config(config)   # protonet evaluates any way
+  assert evaluation_shape(config) == (5, 1)
+  assert (config.task.n_way, config.task.k_shot) == (20, 5)
+  assert config_to_dict(config) == before
+  apply_overrides(config, ["eval.n_way=0", "eval.k_shot=0"])
+  assert evaluation_shape(config) == (20, 5)
+  apply_overrides(config, ["learner.name=maml", "eval.n_way=20"])   # its own way is allowed
+  check_config(config)
+  assert evaluation_shape(config) == (20, 5)
 
 
-def test_validate_gated_fuser_needs_text_last():
-  config = apply_overrides(base_config(), ["fuser=gated", "modalities=('text', 'image')"])
-  with pytest.raises(ConfigError, match="gated"):
-    validate(config)
+def test_check_gated_fuser_needs_text_last():
+  _refused(["model.fuser=gated", "data.modalities=('text', 'image')"],
+           r"gated fuser .* data.modalities as \('image', 'text'\)")
+  _checked(["model.fuser=gated", "data.modalities=('image', 'text')"])
 
 
 # ---------------------------------------------------------------------------------------------
-# dict round trip and differences
+# dict round trip, defaults and differences
 
 
 @pytest.mark.parametrize("name", ["default", "tiny"])
 def test_config_dict_round_trip_preserves_tuples(name):
   config = load_config(name)
   values = config_to_dict(config)
-  assert isinstance(values["modalities"], list)          # JSON-able
+  assert isinstance(values["data"]["modalities"], list)          # JSON-able
   back = config_from_dict(values)
   assert back.to_dict() == config.to_dict()
-  assert isinstance(back.modalities, tuple)
-  assert isinstance(back.resnet_channels, tuple)
-  assert isinstance(back.projection_hidden, tuple) and back.projection_hidden == ()
-  assert isinstance(back.shapes.classes_per_split, tuple)
-  assert isinstance(back.shapes, ml_collections.ConfigDict)
+  assert isinstance(back.data.modalities, tuple)
+  assert isinstance(back.model.image.resnet_channels, tuple)
+  assert isinstance(back.model.projection_hidden, tuple) and back.model.projection_hidden == ()
+  assert isinstance(back.data.shapes.classes_per_split, tuple)
+  for section in ("data", "data.shapes", "data.omniglot", "model", "model.image", "learner",
+                  "learner.am3", "inner", "optim", "run", "eval"):
+    assert isinstance(_leaf(back, section), ml_collections.ConfigDict), section
   assert config_to_dict(back) == values
 
 
 def test_config_dict_round_trip_after_overrides():
-  config = apply_overrides(base_config(), ["modalities=('image',)", "fuse_weights=(1.0,)",
-                                           "shapes.mention_prob=0.3", "first_order=true"])
+  config = apply_overrides(base_config(), ["data.modalities=('image',)",
+                                           "model.fuse_weights=(1.0,)",
+                                           "data.shapes.mention_prob=0.3",
+                                           "inner.first_order=true"])
   back = config_from_dict(config_to_dict(config))
-  assert back.modalities == ("image",)
-  assert back.fuse_weights == (1.0,)
-  assert back.shapes.mention_prob == 0.3
-  assert back.first_order is True
-  validate(back)
+  assert back.data.modalities == ("image",)
+  assert back.model.fuse_weights == (1.0,)
+  assert back.data.shapes.mention_prob == 0.3
+  assert back.inner.first_order is True
+  check_config(back)
   # The round-tripped config still accepts overrides with type checks.
-  apply_overrides(back, ["n_way=3"])
-  with pytest.raises(ConfigError):
-    apply_overrides(back, ["n_way=abc"])
+  apply_overrides(back, ["task.n_way=3"])
+  assert back.task.n_way == 3
+  with pytest.raises(ConfigError, match="task.n_way"):
+    apply_overrides(back, ["task.n_way=abc"])
+
+
+def test_with_defaults_fills_missing_keys_recursively_and_copies():
+  defaults = {"a": 1, "sub": {"x": 1, "y": [1, 2]}, "new": {"z": 3}}
+  saved = {"a": 5, "sub": {"x": 7}}
+  merged = config_lib.with_defaults(saved, defaults)
+  assert merged == {"a": 5, "sub": {"x": 7, "y": [1, 2]}, "new": {"z": 3}}
+  assert saved == {"a": 5, "sub": {"x": 7}}
+  merged["sub"]["y"].append(3)
+  assert defaults["sub"]["y"] == [1, 2]
+
+
+def test_saved_config_fills_keys_a_sectioned_config_json_lacks():
+  values = config_to_dict(apply_overrides(load_config("tiny"), ["learner.name=maml"]))
+  del values["inner"]["checkpoint"]
+  del values["eval"]
+  full = config_lib.saved_config(values)
+  config = config_from_dict(full)
+  check_config(config)
+  assert config.learner.name == "maml" and config.run.num_steps == 6
+  assert config.inner.checkpoint is False and config.eval.episodes == _BASE.eval.episodes
+  assert sorted(flat_keys(config)) == sorted(flat_keys(_BASE))
+
+
+def test_saved_config_refuses_keys_no_version_knows():
+  values = config_to_dict(base_config())
+  values["task"]["bogus"] = 1
+  with pytest.raises(ConfigError, match="does not know: task.bogus"):
+    config_lib.saved_config(values)
+
+
+def test_shrink_for_smoke_returns_a_small_copy():
+  config = base_config()
+  small = config_lib.shrink_for_smoke(config)
+  assert config_to_dict(config) == config_to_dict(base_config())
+  assert small.run.num_steps == 4 and small.data.shapes.classes_per_split == (10, 6, 6)
+  assert small.task.meta_batch == 2 and small.eval.episodes == 4
+  check_config(small)
+
+
+def test_effective_config_checks_and_shrinks_only_smoke_runs():
+  config = base_config()
+  assert build.effective_config(config) is config
+  smoke = build.effective_config(apply_overrides(base_config(), ["smoke=true"]))
+  assert smoke.run.num_steps == 4
+  with pytest.raises(ConfigError, match="task.n_way must be at least 2"):
+    build.effective_config(apply_overrides(base_config(), ["smoke=true", "task.n_way=1"]))
 
 
 def test_config_differences_equal_is_empty():
@@ -549,9 +737,11 @@ def test_config_differences_equal_is_empty():
 def test_config_differences_lists_changed_keys():
   a = config_to_dict(load_config("tiny"))
   b = config_to_dict(apply_overrides(load_config("tiny"),
-                                     ["n_way=3", "shapes.mention_prob=0.3", "num_steps=8"]))
+                                     ["task.n_way=3", "data.shapes.mention_prob=0.3",
+                                      "run.num_steps=8"]))
   diffs = config_differences(a, b)
-  assert diffs == ["n_way: 5 -> 3", "num_steps: 6 -> 8", "shapes.mention_prob: 0.5 -> 0.3"]
+  assert diffs == ["data.shapes.mention_prob: 0.5 -> 0.3", "run.num_steps: 6 -> 8",
+                   "task.n_way: 5 -> 3"]
 
 
 def test_config_differences_absent_keys():
@@ -563,18 +753,22 @@ def test_config_differences_between_default_and_tiny():
   diffs = config_differences(config_to_dict(load_config("default")),
                              config_to_dict(load_config("tiny")))
   keys = {d.split(":")[0] for d in diffs}
-  assert {"num_steps", "q_query", "shapes.examples_per_class", "shapes.image_size"} <= keys
-  assert "n_way" not in keys
+  assert {"run.num_steps", "task.q_query", "data.shapes.examples_per_class",
+          "data.shapes.image_size"} <= keys
+  assert "task.n_way" not in keys
 
 
-@pytest.mark.parametrize("changes", [["lr_schedule=step"],   # lr_decay_every 0
-                                     ["lr_schedule=step", "lr_decay_every=10",
-                                      "lr_decay_factor=1.5"]])
+# ---------------------------------------------------------------------------------------------
+# check_config: schedules, validation, projection, pooling, data
+
+
+@pytest.mark.parametrize("changes", [["optim.schedule=step"],   # optim.decay_every 0
+                                     ["optim.schedule=step", "optim.decay_every=10",
+                                      "optim.decay_factor=1.5"]])
 def test_a_step_schedule_needs_a_period_and_a_factor_in_0_1(changes):
-  with pytest.raises(ConfigError, match="lr_schedule='step' needs lr_decay_every >= 1"):
-    validate(apply_overrides(base_config(), changes))
-  with pytest.raises(ConfigError, match="lr_schedule"):
-    validate(apply_overrides(base_config(), ["lr_schedule=linear"]))
+  _refused(changes, "optim.schedule='step' needs optim.decay_every >= 1")
+  _refused(["optim.schedule=linear"], "optim.schedule='linear' is not valid")
+  _checked(["optim.schedule=step", "optim.decay_every=10", "optim.decay_factor=1.0"])
 
 
 @pytest.mark.parametrize("schedule, rates", [
@@ -584,11 +778,9 @@ def test_a_step_schedule_needs_a_period_and_a_factor_in_0_1(changes):
 ])
 def test_adam_steps_follow_the_learning_rate_schedule(schedule, rates):
   import jax.numpy as jnp
-  from mmfsl_jax.run.build import build_optimizer
-  config = apply_overrides(base_config(), [f"lr_schedule={schedule}", "lr_decay_every=2",
-                                           "num_steps=2", "learning_rate=0.1", "grad_clip=0.0"])
-  validate(config)
-  optimizer = build_optimizer(config)
+  config = _checked([f"optim.schedule={schedule}", "optim.decay_every=2", "run.num_steps=2",
+                     "optim.lr=0.1", "optim.grad_clip=0.0"])
+  optimizer = build.build_optimizer(config)
   params = {"w": jnp.zeros(3)}
   state = optimizer.init(params)
   steps = []
@@ -599,54 +791,49 @@ def test_adam_steps_follow_the_learning_rate_schedule(schedule, rates):
 
 
 def test_val_episodes_zero_means_no_validation_and_omniglot_without_val_alphabets_needs_it():
-  validate(apply_overrides(base_config(), ["val_episodes=0"]))
-  with pytest.raises(ConfigError, match="val_episodes must be 0 .no validation. or positive"):
-    validate(apply_overrides(base_config(), ["val_episodes=-1"]))
-  no_val = ["dataset=omniglot", "omniglot.val_alphabets=()"]
-  with pytest.raises(ConfigError, match=r"val_alphabets=\(\) leaves no validation classes: set "
-                                        r"val_episodes=0"):
-    validate(apply_overrides(base_config(), no_val))
-  validate(apply_overrides(base_config(), no_val + ["val_episodes=0"]))
-  tfds_small = ["dataset=tfds_omniglot", "omniglot.tfds_splits=small", "omniglot.val_alphabets=()"]
-  with pytest.raises(ConfigError, match=r"val_alphabets=\(\) leaves no validation classes"):
-    validate(apply_overrides(base_config(), tfds_small))
+  _checked(["run.val_episodes=0"])
+  _refused(["run.val_episodes=-1"], "run.val_episodes must be 0 .no validation. or positive")
+  no_val = ["data.name=omniglot", "data.omniglot.val_alphabets=()"]
+  _refused(no_val, r"data\.omniglot\.val_alphabets=\(\) leaves no validation classes: set "
+                   r"run\.val_episodes=0")
+  _checked(no_val + ["run.val_episodes=0"])
+  tfds_small = ["data.name=tfds_omniglot", "data.omniglot.tfds_splits=small",
+                "data.omniglot.val_alphabets=()"]
+  _refused(tfds_small, r"data\.omniglot\.val_alphabets=\(\) leaves no validation classes")
   # TFDS's full splits hold out by its own background/evaluation sets: the alphabets do not apply
-  validate(apply_overrides(base_config(), ["dataset=tfds_omniglot", "omniglot.val_alphabets=()"]))
+  _checked(["data.name=tfds_omniglot", "data.omniglot.val_alphabets=()"])
 
 
 def test_embed_dim_zero_means_no_projection_and_takes_no_hidden_widths():
-  validate(apply_overrides(base_config(), ["embed_dim=0"]))
-  with pytest.raises(ConfigError, match="embed_dim must be 0 .no projection. or positive"):
-    validate(apply_overrides(base_config(), ["embed_dim=-1"]))
-  with pytest.raises(ConfigError, match=r"projection_hidden=\(32,\) needs a projection"):
-    validate(apply_overrides(base_config(), ["embed_dim=0", "projection_hidden=(32,)"]))
+  _checked(["model.embed_dim=0"])
+  _refused(["model.embed_dim=-1"], "model.embed_dim must be 0 .no projection. or positive")
+  _refused(["model.embed_dim=0", "model.projection_hidden=(32,)"],
+           r"model\.projection_hidden=\(32,\) needs a projection")
+  _checked(["model.embed_dim=8", "model.projection_hidden=(32,)"])
 
 
 def test_floor_pooling_needs_images_of_sixteen_pixels():
-  for size_key in ("image_size", "shapes.image_size"):
-    with pytest.raises(ConfigError, match="conv_pool='floor' halves the image 4 times"):
-      validate(apply_overrides(base_config(), ["conv_pool=floor", f"{size_key}=12"]))
-  validate(apply_overrides(base_config(), ["conv_pool=floor", "image_size=16"]))
-  validate(apply_overrides(base_config(), ["conv_pool=same", "image_size=12"]))
+  for size_key in ("data.image_size", "data.shapes.image_size"):
+    _refused(["model.image.pool=floor", f"{size_key}=12"],
+             "model.image.pool='floor' halves the image 4 times")
+  _checked(["model.image.pool=floor", "data.image_size=16"])
+  _checked(["model.image.pool=same", "data.image_size=12"])
   # ResNet-12 pools once a block: three blocks need 8 pixels, five need 32
-  resnet = ["image_encoder=resnet12", "conv_pool=floor"]
-  validate(apply_overrides(base_config(), resnet + ["resnet_channels=(8, 16, 32)", "image_size=12"]))
-  with pytest.raises(ConfigError, match="halves the image 5 times.*at least 32 pixels"):
-    validate(apply_overrides(base_config(),
-                             resnet + ["resnet_channels=(8, 16, 32, 64, 128)", "image_size=28"]))
-  with pytest.raises(ConfigError, match="conv_pool='ceil' is not valid; choose one of same, floor"):
-    validate(apply_overrides(base_config(), ["conv_pool=ceil"]))
+  resnet = ["model.image.encoder=resnet12", "model.image.pool=floor"]
+  _checked(resnet + ["model.image.resnet_channels=(8, 16, 32)", "data.image_size=12"])
+  _refused(resnet + ["model.image.resnet_channels=(8, 16, 32, 64, 128)", "data.image_size=28"],
+           "halves the image 5 times.*at least 32 pixels")
+  _refused(["model.image.pool=ceil"],
+           "model.image.pool='ceil' is not valid; choose one of same, floor")
 
 
 def test_omniglot_resize_filter_is_checked():
-  validate(apply_overrides(base_config(), ["omniglot.resize=bilinear"]))
-  with pytest.raises(ConfigError, match="omniglot.resize='area' is not valid; choose one of box, "
-                                        "bilinear"):
-    validate(apply_overrides(base_config(), ["omniglot.resize=area"]))
+  _checked(["data.omniglot.resize=bilinear"])
+  _refused(["data.omniglot.resize=area"],
+           "data.omniglot.resize='area' is not valid; choose one of box, bilinear")
 
 
 def test_conv_init_choices():
-  validate(apply_overrides(base_config(), ["conv_init=torch"]))
-  with pytest.raises(ConfigError, match="conv_init='xavier' is not valid; choose one of "
-                                        "lecun_normal, torch"):
-    validate(apply_overrides(base_config(), ["conv_init=xavier"]))
+  _checked(["model.image.init=torch"])
+  _refused(["model.image.init=xavier"],
+           "model.image.init='xavier' is not valid; choose one of lecun_normal, torch")

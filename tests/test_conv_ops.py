@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfsl_jax.run.config import CHOICES
 from mmfsl_jax.nn.encoders import conv4, conv_ops, resnet12
 from mmfsl_jax.nn.encoders.conv_ops import (conv_same, image_patches, image_patches_transposed,
                                          max_pool_2x2, resolve_impl)
@@ -173,7 +172,17 @@ def test_torch_init_is_pytorchs_conv2d_default_and_lecun_normal_stays_flaxs():
     conv4(8, conv_init="xavier")
 
 
-def test_config_offers_exactly_the_implemented_choices():
-  assert CHOICES["conv_impl"] == conv_ops.IMPLS
-  assert CHOICES["conv_pool"] == conv_ops.POOL_MODES
-  assert CHOICES["conv_init"] == conv_ops.INITS
+@pytest.mark.parametrize("key,choices", [("model.image.conv_impl", conv_ops.IMPLS),
+                                         ("model.image.pool", conv_ops.POOL_MODES),
+                                         ("model.image.init", conv_ops.INITS)])
+def test_the_config_takes_exactly_the_implemented_choices(key, choices):
+  # run/build.py checks these keys against conv_ops' own tuples: no list is kept twice.
+  from mmfsl_jax.configs.base import base_config
+  from mmfsl_jax.errors import ConfigError
+  from mmfsl_jax.run import build
+  from mmfsl_jax.run.config import apply_overrides
+  for choice in choices:
+    build.check_config(apply_overrides(base_config(), [f"{key}={choice}"]))
+  with pytest.raises(ConfigError, match=f"{key}='bogus' is not valid; choose one of "
+                                        f"{', '.join(choices)}$"):
+    build.check_config(apply_overrides(base_config(), [f"{key}=bogus"]))

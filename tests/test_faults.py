@@ -33,7 +33,8 @@ from mmfsl_jax.run.faults import DiskSpaceError, TrainingStopped
 from mmfsl_jax.run.train import train_and_evaluate
 
 STEPS = 12
-OVERRIDES = {"num_steps": STEPS, "checkpoint_every": 1, "log_every": 2, "eval_every": 4}
+OVERRIDES = {"run.num_steps": STEPS, "run.checkpoint_every": 1, "run.log_every": 2,
+             "run.eval_every": 4}
 
 
 def run_config():
@@ -119,6 +120,7 @@ def wait_for_checkpoint_after(workdir: Path, after: int, proc: subprocess.Popen,
 # SIGKILL, SIGTERM, SIGINT
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference, tmp_path,
                                                                     compilation_cache):
   # Each `mmfsl train` is killed a random 0-0.25 s after it wrote a new checkpoint: with a
@@ -146,6 +148,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference, t
   assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(reference, tmp_path, compilation_cache):
   workdir = tmp_path / "run"
   proc = subprocess.Popen(cli_command(workdir), env={**os.environ, **compilation_cache},
@@ -177,7 +180,7 @@ def test_sigint_in_process_raises_training_stopped_130(tmp_path, monkeypatch):
   monkeypatch.setattr(Checkpoints, "save_latest", save_then_interrupt)
   handler = signal.getsignal(signal.SIGINT)
   config = run_config()
-  config.checkpoint_every = 3
+  config.run.checkpoint_every = 3
   with pytest.raises(TrainingStopped, match="stopped by SIGINT at step 3; checkpoint saved"
                      ) as stopped:
     train_and_evaluate(config, tmp_path / "run", progress=False)
@@ -265,7 +268,7 @@ def test_fingerprint_mismatch_is_detected(reference, tmp_path):
   workdir = copy_of(reference, tmp_path)
   meta_path = workdir / "checkpoints" / str(STEPS) / "_CHECKPOINT_METADATA"
   meta = json.loads(meta_path.read_text())
-  name = "['params']['fuse']['logits']"
+  name = "['params']['model']['fuse']['logits']"
   meta["custom_metadata"]["fingerprint"][name] += 1
   meta_path.write_text(json.dumps(meta))
   checkpoints = Checkpoints(workdir, create=False)
@@ -280,13 +283,14 @@ def fresh_state():
   """A TrainState of the run's structure, built the way training builds it."""
   import jax
   from mmfsl_jax.run.data import prepare_splits
-  from mmfsl_jax.run.build import build_learner, build_model, build_optimizer
+  from mmfsl_jax.run.build import (build_learner, build_model, build_optimizer,
+                                   effective_config, training_samplers)
   from mmfsl_jax.meta.step import init_train_state
-  from mmfsl_jax.run.train import make_samplers
-  config = run_config()
+  config = effective_config(run_config())
   splits, text_info = prepare_splits(config)
-  train, _ = make_samplers(config, splits)
-  learner = build_learner(config, build_model(config, text_info, splits["train"]))
+  train, _ = training_samplers(config, splits)
+  learner = build_learner(config, build_model(config, text_info, splits["train"]),
+                          num_classes=splits["train"].num_classes)
   example = jax.tree_util.tree_map(lambda x: x[0], train.sample(0))
   return init_train_state(learner, build_optimizer(config), example, config.seed)
 
@@ -316,6 +320,7 @@ def test_eval_falls_back_from_a_corrupt_best_checkpoint(reference, tmp_path):
   assert steps(workdir, "best") == {best}
 
 
+@pytest.mark.slow
 def test_damaged_best_metrics_do_not_stop_eval_or_training(reference, tmp_path):
   # e.g. killed while orbax deleted the previous best checkpoint
   from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
@@ -327,7 +332,7 @@ def test_damaged_best_metrics_do_not_stop_eval_or_training(reference, tmp_path):
   assert result["settings"]["checkpoint_step"] == STEPS
   assert steps(workdir, "best") == {best}                 # eval renames nothing
   config = run_config()
-  config.num_steps = STEPS + 1
+  config.run.num_steps = STEPS + 1
   with pytest.warns(CheckpointWarning) as caught:
     train_and_evaluate(config, workdir, progress=False)
   messages = [str(w.message) for w in caught]
@@ -367,7 +372,7 @@ def test_disk_full_during_a_save_is_a_clear_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(Checkpoints, "save_latest", failing_save)
   config = run_config()
-  config.num_steps = 6
+  config.run.num_steps = 6
   with pytest.raises(DiskSpaceError, match=r"disk holding .* is full .* checkpoint \(step 3\)"):
     train_and_evaluate(config, tmp_path / "run", progress=False)
   assert max(steps(tmp_path / "run")) == 3

@@ -11,8 +11,8 @@ from mmfsl_jax.nn import align
 from mmfsl_jax.nn import fuse
 from mmfsl_jax.nn.encoders import vector_encoder
 from mmfsl_jax.run.evaluators.episodic import make_batched_predict
-from mmfsl_jax.meta import (batch_loss, class_means, init_train_state, make_meta_step, maml,
-                            path_mask, prototype_logits, protonet)
+from mmfsl_jax.meta import (InnerLoop, batch_loss, class_means, init_train_state, make_meta_step,
+                            maml, path_mask, prototype_logits, protonet)
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import batch_loss_and_grad
 from mmfsl_jax.core.model import multimodal_model
@@ -21,7 +21,8 @@ N_WAY, K, Q, F = 3, 2, 2, 4
 
 
 def tiny_model(modalities=("a", "b"), fuser="weighted"):
-  encoders = {m: vector_encoder(np.zeros(F), np.ones(F), hidden=(5,), out_dim=4) for m in modalities}
+  encoders = {m: vector_encoder(np.zeros(F), np.ones(F), hidden=(5,), out_dim=4)
+              for m in modalities}
   return multimodal_model(encoders, align.projections(modalities, 4),
                           fuse.make_fuser(fuser, modalities))
 
@@ -30,7 +31,8 @@ def tiny_tasks(batch=3, seed=0, modalities=("a", "b")):
   rng = np.random.default_rng(seed)
   def split(per_class):
     labels = np.tile(np.repeat(np.arange(N_WAY), per_class), (batch, 1)).astype(np.int32)
-    out = {m: (rng.normal(size=(batch, N_WAY * per_class, F)) + labels[..., None]).astype(np.float32)
+    out = {m: (rng.normal(size=(batch, N_WAY * per_class, F))
+               + labels[..., None]).astype(np.float32)
            for m in modalities}
     out["label"] = labels
     return out
@@ -57,11 +59,13 @@ def _meta_loss(learner, task):
   return jax.jit(lambda p: learner.task_loss(p, task, None)[0])
 
 
+@pytest.mark.slow
 def test_maml_meta_gradient_matches_finite_differences():
   with jax.enable_x64(True):
     model = tiny_model()
-    learner = maml(model, n_way=N_WAY, inner_steps=2, inner_lr=0.3, head_init="normal")
-    task = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64) if x.dtype == np.float32 else x,
+    learner = maml(model, n_way=N_WAY, inner=InnerLoop(steps=2, lr=0.3), head_init="normal")
+    task = jax.tree_util.tree_map(
+        lambda x: np.asarray(x, np.float64) if x.dtype == np.float32 else x,
                                   first(tiny_tasks()))
     params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64),
                                     learner.init(jax.random.PRNGKey(0), task))
@@ -69,12 +73,13 @@ def test_maml_meta_gradient_matches_finite_differences():
                 atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_first_order_drops_the_second_order_term():
   model = tiny_model()
   task = first(tiny_tasks())
-  second = maml(model, n_way=N_WAY, inner_steps=1, inner_lr=0.5, head_init="normal")
-  first_order = maml(model, n_way=N_WAY, inner_steps=1, inner_lr=0.5, head_init="normal",
-                     first_order=True)
+  second = maml(model, n_way=N_WAY, inner=InnerLoop(steps=1, lr=0.5), head_init="normal")
+  first_order = maml(model, n_way=N_WAY, inner=InnerLoop(steps=1, lr=0.5, first_order=True),
+                     head_init="normal")
   params = second.init(jax.random.PRNGKey(0), task)
   g2 = jax.jit(jax.grad(_meta_loss(second, task)))(params)
   g1 = jax.jit(jax.grad(_meta_loss(first_order, task)))(params)
@@ -99,8 +104,8 @@ def _head_logits(model, params, split):
 
 def test_scan_and_fori_inner_loops_agree():
   model, task = tiny_model(), first(tiny_tasks())
-  scan = maml(model, n_way=N_WAY, inner_steps=3, head_init="normal", inner_loop="scan")
-  fori = maml(model, n_way=N_WAY, inner_steps=3, head_init="normal", inner_loop="fori")
+  scan = maml(model, n_way=N_WAY, inner=InnerLoop(steps=3, loop="scan"), head_init="normal")
+  fori = maml(model, n_way=N_WAY, inner=InnerLoop(steps=3, loop="fori"), head_init="normal")
   params = scan.init(jax.random.PRNGKey(2), task)
   for a, b in zip(jax.tree_util.tree_leaves(jax.grad(_meta_loss(scan, task))(params)),
                   jax.tree_util.tree_leaves(jax.grad(_meta_loss(fori, task))(params))):
@@ -109,7 +114,8 @@ def test_scan_and_fori_inner_loops_agree():
 
 def test_inner_params_pattern_adapts_only_matching_subtree():
   model, task = tiny_model(), first(tiny_tasks())
-  head_only = maml(model, n_way=N_WAY, inner_steps=1, inner_params="head/.*", head_init="normal")
+  head_only = maml(model, n_way=N_WAY, inner=InnerLoop(steps=1), inner_params="head/.*",
+                   head_init="normal")
   params = head_only.init(jax.random.PRNGKey(0), task)
   mask = path_mask(params, "head/.*")
   assert all(jax.tree_util.tree_leaves(mask["head"]))
@@ -122,7 +128,8 @@ LEARNERS = {
     "protonet": lambda m: protonet(m, n_way=N_WAY),
     "protonet_cosine_class_gated": lambda m: protonet(m, n_way=N_WAY, distance="cosine",
                                                       fuse_level="class", align_weight=0.5),
-    "maml": lambda m: maml(m, n_way=N_WAY, inner_steps=2, head_init="normal", align_weight=0.5),
+    "maml": lambda m: maml(m, n_way=N_WAY, inner=InnerLoop(steps=2), head_init="normal",
+                           align_weight=0.5),
 }
 
 
@@ -152,6 +159,7 @@ def test_learners_run_unimodal_and_fused(modalities):
   assert logits.shape == (N_WAY * Q, N_WAY)
 
 
+@pytest.mark.slow
 def test_meta_step_learns_and_does_not_recompile():
   traces = []
   base = protonet(tiny_model(), n_way=N_WAY)
@@ -183,9 +191,10 @@ def key_dependent(learner):
   return MetaLearner(learner.init, task_loss, learner.predict)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_chunk", [1, 2, 3])
 def test_chunked_meta_gradient_equals_the_whole_batch_one(task_chunk):
-  learner = key_dependent(maml(tiny_model(), n_way=N_WAY, inner_steps=1))
+  learner = key_dependent(maml(tiny_model(), n_way=N_WAY, inner=InnerLoop(steps=1)))
   batch = tiny_tasks(batch=6)
   params = learner.init(jax.random.PRNGKey(0), first(batch))
   key = jax.random.PRNGKey(3)
@@ -199,11 +208,12 @@ def test_chunked_meta_gradient_equals_the_whole_batch_one(task_chunk):
   np.testing.assert_allclose(whole[0][0], value, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_chunk", [None, 1])
 def test_a_meta_batch_of_one_task_runs_unvmapped_with_batch_loss_gradient(task_chunk):
   # One task takes the chunked path (no vmap: a vmap of one task made XLA's CPU backend
   # transpose the first layers' output gradients, ~20% of a 600-image ProtoNet step).
-  learner = key_dependent(maml(tiny_model(), n_way=N_WAY, inner_steps=1))
+  learner = key_dependent(maml(tiny_model(), n_way=N_WAY, inner=InnerLoop(steps=1)))
   tracers = []
 
   def task_loss(params, task, key):
@@ -225,8 +235,9 @@ def test_a_meta_batch_of_one_task_runs_unvmapped_with_batch_loss_gradient(task_c
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunked_meta_step_updates_like_the_unchunked_one_and_rejects_a_bad_chunk():
-  learner = maml(tiny_model(), n_way=N_WAY, inner_steps=1)
+  learner = maml(tiny_model(), n_way=N_WAY, inner=InnerLoop(steps=1))
   optimizer = optax.adam(1e-2)
   batch = tiny_tasks(batch=4)
   results = []
@@ -242,8 +253,9 @@ def test_chunked_meta_step_updates_like_the_unchunked_one_and_rejects_a_bad_chun
     make_meta_step(learner, optimizer, task_chunk=3)(state, batch)
 
 
+@pytest.mark.slow
 def test_batched_predict_gives_every_task_the_same_logits_whatever_the_chunk():
-  learner = maml(tiny_model(), n_way=N_WAY, inner_steps=2)
+  learner = maml(tiny_model(), n_way=N_WAY, inner=InnerLoop(steps=2))
   batch = tiny_tasks(batch=5)
   params = learner.init(jax.random.PRNGKey(0), first(batch))
   looped = np.stack([learner.predict(params, jax.tree_util.tree_map(lambda x: x[t], batch), None)
@@ -253,8 +265,9 @@ def test_batched_predict_gives_every_task_the_same_logits_whatever_the_chunk():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_meta_step_is_deterministic_under_a_seed():
-  learner = maml(tiny_model(), n_way=N_WAY, inner_steps=1)
+  learner = maml(tiny_model(), n_way=N_WAY, inner=InnerLoop(steps=1))
   optimizer = optax.adam(1e-2)
   batch = tiny_tasks()
   results = []
@@ -268,17 +281,18 @@ def test_meta_step_is_deterministic_under_a_seed():
   assert any(not np.array_equal(a, b) for a, b in zip(results[0], results[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fuser", ["weighted", "concat", "gated", "attention"])
 @pytest.mark.parametrize("method", ["protonet", "maml"])
 def test_every_fuser_trains_with_every_learner(fuser, method):
   model = tiny_model(fuser=fuser)
   learner = (protonet(model, n_way=N_WAY, fuse_level="class") if method == "protonet"
-             else maml(model, n_way=N_WAY, inner_steps=1, first_order=True))
+             else maml(model, n_way=N_WAY, inner=InnerLoop(steps=1, first_order=True)))
   task = first(tiny_tasks())
   params = learner.init(jax.random.PRNGKey(0), task)
   (loss, _), grads = jax.jit(jax.value_and_grad(learner.task_loss, has_aux=True))(
       params, task, jax.random.PRNGKey(1))
   assert np.isfinite(float(loss))
-  norms = {k: float(optax.tree.norm(g)) for k, g in (grads["model"] if method == "maml" else grads).items()}
+  norms = {k: float(optax.tree.norm(g)) for k, g in grads["model"].items()}
   assert all(np.isfinite(v) for v in norms.values())
   assert norms["encoder"] > 0 and norms["align"] > 0 and norms["fuse"] > 0

@@ -12,14 +12,15 @@ import re
 import numpy as np
 import pytest
 
+from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
 from mmfsl_jax.data.sources import omniglot
-from mmfsl_jax.run.evaluators.episodic import evaluate_omniglot_runs
+from mmfsl_jax.run.evaluators.omniglot_runs import evaluate_omniglot_runs
 from omniglot_data import DATA_DIR, needs_data
 
 # A run of seconds: 2 meta-steps of a Conv4 with 8 channels, 4 validation episodes.
-SMOKE = ("smoke=True", "num_steps=2", "conv_channels=8", "embed_dim=16")
+SMOKE = ("smoke=True", "run.num_steps=2", "model.image.channels=8", "model.embed_dim=16")
 
 
 def _run(argv):
@@ -50,16 +51,17 @@ def cache_home(tmp_path_factory):
 def trained(tmp_path_factory, cache_home, compilation_cache):
   workdir = tmp_path_factory.mktemp("omniglot_cli") / "run"
   code, out, err = _run(["train", "--config", "omniglot_protonet", "--workdir", str(workdir),
-                         "--no-progress", f"data_dir={DATA_DIR}", *SMOKE])
+                         "--no-progress", f"data.dir={DATA_DIR}", *SMOKE])
   assert code == 0, err
   return workdir
 
 
+@pytest.mark.slow
 @needs_data
 def test_train_smoke_run(trained):
   saved = json.loads((trained / "config.json").read_text())
-  assert saved["dataset"] == "omniglot" and saved["modalities"] == ["image"]
-  assert saved["image_size"] == 28 and saved["num_steps"] == 2
+  assert saved["data"]["name"] == "omniglot" and saved["data"]["modalities"] == ["image"]
+  assert saved["data"]["image_size"] == 28 and saved["run"]["num_steps"] == 2
   records = [json.loads(l) for l in (trained / "metrics.jsonl").read_text().splitlines() if l]
   assert [r["step"] for r in records if r["split"] == "val"] == [2]
   assert (trained / "best").is_dir()
@@ -133,7 +135,7 @@ def test_eval_at_another_way_and_shot_into_its_own_file(trained):
 def test_eval_refuses_another_way_for_a_fixed_head_and_bad_output_names(tmp_path):
   workdir = _workdir_with(tmp_path, "omniglot_maml")
   code, _, err = _run(["eval", "--workdir", str(workdir), "--n-way", "20"])
-  assert code == 2 and re.search(r"trained 5-way with method=maml.*protonet", err), err
+  assert code == 2 and re.search(r"trained 5-way with learner\.name=maml.*protonet", err), err
   for bad in ("../eval.json", "eval.txt"):
     code, _, err = _run(["eval", "--workdir", str(workdir), "--output", bad])
     assert code == 2 and "--output" in err, err
@@ -157,9 +159,9 @@ def _workdir_with(tmp_path, config_name, *overrides):
 
 
 @pytest.mark.parametrize("config_name, overrides, expected", [
-    ("omniglot_maml", (), r"maml.*n_way=5.*n_way=20"),
-    ("omniglot_protonet", ("modalities=('image', 'text')",), r"image-only.*'text'"),
-    ("tiny", ("modalities=('image',)",), r"1-channel.*'shapes'.*3-channel"),
+    ("omniglot_maml", (), r"maml.*task\.n_way=5.*task\.n_way=20"),
+    ("omniglot_protonet", ("data.modalities=('image', 'text')",), r"image-only.*'text'"),
+    ("tiny", ("data.modalities=('image',)",), r"1-channel.*'shapes'.*3-channel"),
 ])
 def test_runs_refuse_models_they_cannot_evaluate(tmp_path, config_name, overrides, expected):
   workdir = _workdir_with(tmp_path, config_name, *overrides)
@@ -170,7 +172,7 @@ def test_runs_refuse_models_they_cannot_evaluate(tmp_path, config_name, override
 
 
 def test_runs_maml_at_20_way_passes_the_checks(tmp_path):
-  workdir = _workdir_with(tmp_path, "omniglot_maml", "n_way=20")
+  workdir = _workdir_with(tmp_path, "omniglot_maml", "task.n_way=20")
   code, _, err = _run(["eval", "--workdir", str(workdir), "--benchmark", "omniglot-runs"])
   assert code == 2 and "no checkpoint" in err  # refused only for lack of a checkpoint
 
@@ -185,7 +187,7 @@ def test_runs_reject_episode_options(tmp_path):
 @pytest.mark.parametrize("name", ["omniglot_protonet", "omniglot_maml"])
 def test_omniglot_configs_validate(name):
   config = config_lib.load_config(name)
-  config_lib.validate(config)
-  assert config.modalities == ("image",) and config.dataset == "omniglot"
+  build.check_config(config)
+  assert config.data.modalities == ("image",) and config.data.name == "omniglot"
   back = config_lib.config_from_dict(config_lib.config_to_dict(config))
   assert back.to_dict() == config.to_dict()

@@ -52,6 +52,23 @@ def test_every_exported_name_is_the_defining_modules(name):
 def test_subpackages_load_on_first_use_and_unknown_names_fail():
   assert mmfsl_jax.data.ClassDataset is mmfsl_jax.ClassDataset
   with pytest.raises(AttributeError, match="no_such_name"):
-    mmfsl_jax.no_such_name
+    _ = mmfsl_jax.no_such_name
   with pytest.raises(AttributeError):
-    mmfsl_jax.__no_such_dunder__
+    _ = mmfsl_jax.__no_such_dunder__
+
+
+def test_the_files_an_installed_package_needs_are_package_data():
+  # A wheel holds the package's modules and only the other files pyproject.toml names:
+  # the stub the names load from and the peer scripts `mmfsl bench --peer-python` runs.
+  import tomllib
+  from mmfsl_jax.bench import runner
+  root = Path(mmfsl_jax.__file__).parents[1]
+  globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+      "package-data"]
+  shipped = {path for package, patterns in globs.items() for pattern in patterns
+             for path in (root / package.replace(".", "/")).glob(pattern)}
+  needed = {STUB, runner.BENCH_SCRIPTS / "torch_on_device.py",
+            runner.BENCH_SCRIPTS / "torch_peer_extra.py"}
+  assert all(path.is_file() for path in needed)
+  assert needed <= shipped
+  assert runner.BENCH_SCRIPTS.is_relative_to(Path(mmfsl_jax.__file__).parent)

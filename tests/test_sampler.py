@@ -10,7 +10,8 @@ from mmfsl_jax.errors import UserError
 def make_dataset(counts=(6, 6, 6, 6, 6), with_text=True):
   labels = np.concatenate([np.full(c, i) for i, c in enumerate(counts)]).astype(np.int32)
   n = len(labels)
-  examples = {"image": np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)}
+  ramp = np.arange(n, dtype=np.float32)[:, None, None, None]
+  examples = {"image": ramp * np.ones((1, 2, 2, 1), np.float32)}
   if with_text:
     examples["text"] = np.stack([np.arange(n), labels], 1).astype(np.int32)
   return ClassDataset(examples=examples, labels=labels,
@@ -66,7 +67,8 @@ def test_deterministic_and_independent_of_batch_size():
 def test_iterating_yields_batches_0_1_2_in_order():
   sampler = EpisodeSampler(make_dataset(), n_way=3, k_shot=1, q_query=2, batch_size=2, seed=3)
   for index, batch in zip(range(3), sampler):
-    np.testing.assert_array_equal(batch["support"]["image"], sampler.sample(index)["support"]["image"])
+    np.testing.assert_array_equal(batch["support"]["image"],
+                                  sampler.sample(index)["support"]["image"])
 
 
 def test_classes_too_small_are_skipped_when_enough_remain():
@@ -131,7 +133,8 @@ def test_raw_strings_are_an_error():
 
 def test_from_lists_names_the_item_with_a_different_shape():
   images = [np.zeros((4, 4, 3)), np.zeros((4, 4, 3)), np.zeros((5, 4, 3))]
-  with pytest.raises(UserError, match=r"cat_2.png has shape \(5, 4, 3\), but cat_0.png has \(4, 4, 3\)"):
+  with pytest.raises(UserError,
+                     match=r"cat_2.png has shape \(5, 4, 3\), but cat_0.png has \(4, 4, 3\)"):
     ClassDataset.from_lists({"image": images}, [0, 0, 1], ("a", "b"),
                             names=["cat_0.png", "cat_1.png", "cat_2.png"])
   ds = ClassDataset.from_lists({"image": images[:2], "text": ["x", "y"]}, [0, 1], ("a", "b"))

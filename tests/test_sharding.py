@@ -23,6 +23,7 @@ def run_on_devices(count: int, code: str, env_extra: dict) -> dict:
   return dict(json.loads(done.stdout.strip().splitlines()[-1]), stdout=done.stdout)
 
 
+@pytest.mark.slow
 def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
   result = run_on_devices(4, """
     import json, jax, numpy as np
@@ -30,15 +31,15 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
     from mmfsl_jax.bench import runner as bench
     from mmfsl_jax.run import sharding
     from mmfsl_jax.errors import UserError
-    tiny = ["meta_batch=4", "conv_channels=4", "embed_dim=8", "n_way=2", "q_query=2",
-            "image_size=12",
+    tiny = ["task.meta_batch=4", "model.image.channels=4", "model.embed_dim=8",
+            "task.n_way=2", "task.q_query=2", "data.image_size=12",
             # SGD: Adam's first update is lr * sign(gradient), which turns summation-order
             # noise in a near-zero gradient component into a full-size difference
-            "optimizer=sgd", "learning_rate=0.1"]
+            "optim.name=sgd", "optim.lr=0.1"]
     mesh = sharding.task_mesh()
     diffs = []
     for chunk in (4, 2):   # all tasks at once; two strided chunks of two (one per 2 devices)
-      config, step, state, batch = bench.build_variant("maml", tiny + [f"task_chunk={chunk}"])
+      config, step, state, batch = bench.build_variant("maml", tiny + [f"run.task_chunk={chunk}"])
       state = jax.device_get(state)                       # the step donates its input
       one_state, one_metrics = step(state, batch)         # plain jit: one device
       split = sharding.shard_tasks(batch, mesh)
@@ -76,6 +77,7 @@ def test_a_sharded_meta_step_equals_the_one_device_step(compilation_cache):
   assert result["bench_devices"] == 4 and result["bench_tasks_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_cache):
   result = run_on_devices(2, f"""
     import json, pathlib
@@ -85,18 +87,18 @@ def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_
     from mmfsl_jax.run.train import train_and_evaluate
     workdir = pathlib.Path({str(tmp_path)!r})
     config = config_lib.load_config("tiny")
-    config.num_steps, config.val_episodes = 4, 3         # 3 validation tasks: padded to 4
+    config.run.num_steps, config.run.val_episodes = 4, 3  # 3 validation tasks: padded to 4
     train_and_evaluate(config, workdir / "run", progress=False)
-    config.num_steps, config.shard_tasks = 6, False      # the same run, moved to one device
+    config.run.num_steps, config.run.shard_tasks = 6, False  # the same run, on one device
     final = train_and_evaluate(config, workdir / "run", progress=False)
     evals = {{}}
     for shard in (True, False):                          # 5 test tasks, 2 devices: padded
       saved = json.loads((workdir / "run" / "config.json").read_text())
-      saved["shard_tasks"] = shard
+      saved["run"]["shard_tasks"] = shard
       (workdir / "run" / "config.json").write_text(json.dumps(saved))
       evals[shard] = evaluate_workdir(workdir / "run", episodes=5, write=False)
     odd = config_lib.load_config("tiny")
-    odd.meta_batch = 3
+    odd.task.meta_batch = 3
     try:
       train_and_evaluate(odd, workdir / "odd", progress=False)
       error = None
@@ -115,7 +117,7 @@ def test_training_and_evaluation_split_tasks_over_devices(tmp_path, compilation_
   sharded, single = result["eval"]["True"], result["eval"]["False"]
   assert sharded["n"] == single["n"] == 5
   assert sharded["mean"] == pytest.approx(single["mean"]) and sharded == pytest.approx(single)
-  assert "meta_batch" in result["error"] and "shard_tasks=False" in result["error"]
+  assert "task.meta_batch" in result["error"] and "run.shard_tasks=False" in result["error"]
 
 
 def _free_port() -> int:
@@ -138,11 +140,12 @@ def _train_in_processes(workdir, overrides, env_extra, processes=2):
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
       for i in range(processes)]
   outputs = [run.communicate(timeout=600) for run in runs]
-  for run, (out, err) in zip(runs, outputs):
+  for run, (_, err) in zip(runs, outputs):
     assert run.returncode == 0, err[-3000:]
   return [out for out, _ in outputs]
 
 
+@pytest.mark.slow
 def test_training_across_processes_equals_one_process(tmp_path, compilation_cache):
   """Two processes (as two hosts would be) share the meta-batch, write one log, and resume;
   the parameters match a one-process run's."""
@@ -151,14 +154,16 @@ def test_training_across_processes_equals_one_process(tmp_path, compilation_cach
   from mmfsl_jax.run import config as config_lib
   from mmfsl_jax.run.checkpoint import Checkpoints
   from mmfsl_jax.run.train import train_and_evaluate
-  settings = ["optimizer='sgd'", "learning_rate=0.1", "log_every=2", "eval_every=2",
-              "checkpoint_every=2"]
-  outputs = _train_in_processes(tmp_path / "two", settings + ["num_steps=4"], compilation_cache)
+  settings = ["optim.name='sgd'", "optim.lr=0.1", "run.log_every=2", "run.eval_every=2",
+              "run.checkpoint_every=2"]
+  outputs = _train_in_processes(tmp_path / "two", settings + ["run.num_steps=4"],
+                                compilation_cache)
   assert "split over 2 devices of 2 processes" in outputs[0]
   assert "split over" not in outputs[1]                   # only process 0 reports
-  _train_in_processes(tmp_path / "two", settings + ["num_steps=6"], compilation_cache)  # resume
+  _train_in_processes(tmp_path / "two", settings + ["run.num_steps=6"],
+                      compilation_cache)  # resume
   config = config_lib.load_config("tiny")
-  config_lib.apply_overrides(config, settings + ["num_steps=6"])
+  config_lib.apply_overrides(config, settings + ["run.num_steps=6"])
   train_and_evaluate(config, tmp_path / "one", progress=False)
 
   records = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
@@ -175,5 +180,6 @@ def test_training_across_processes_equals_one_process(tmp_path, compilation_cach
   for a, b in zip(jax.tree_util.tree_leaves(two_state["params"]),
                   jax.tree_util.tree_leaves(one_state["params"])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir   # one process reads the two's checkpoints
+  # one process reads the two's checkpoints
+  from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
   assert evaluate_workdir(tmp_path / "two", episodes=2, write=False)["accuracy"]["n"] == 2

@@ -21,7 +21,8 @@ from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.cli import main
 from mmfsl_jax.data import ClassDataset, EpisodeSampler, augment
 from mmfsl_jax.data.sources import tfds as td
-from mmfsl_jax.run.data import prepare_splits
+from mmfsl_jax.run import build
+from mmfsl_jax.run.data import prepare_splits, train_augmentation
 from mmfsl_jax.errors import UserError
 
 CODE = tfds.testing.MockPolicy.USE_CODE
@@ -214,10 +215,10 @@ def test_tfds_omniglot_small_deduplicates_and_uses_alphabets():
 
 
 def test_per_example_text_from_class_names_is_refused():
-  config = config_lib.apply_overrides(config_lib.base_config(), ["dataset=cifar_fs"])
+  config = config_lib.apply_overrides(config_lib.base_config(), ["data.name=cifar_fs"])
   with _mock(_cifar_examples()), pytest.raises(UserError, match="give its label away"):
     prepare_splits(config)
-  config_lib.apply_overrides(config, ["modalities=('image',)"])
+  config_lib.apply_overrides(config, ["data.modalities=('image',)"])
   with _mock(_cifar_examples()):
     splits, info = prepare_splits(config)
   assert info is None and list(splits["train"].examples) == ["image"]
@@ -234,13 +235,13 @@ def test_not_prepared_names_dataset_directory_and_command(tmp_path):
 def test_dataset_without_text_is_refused_before_loading(tmp_path):
   for dataset in ("omniglot", "tfds_omniglot"):
     config = config_lib.apply_overrides(config_lib.base_config(),
-                                        [f"dataset={dataset}", f"data_dir={tmp_path}/absent"])
-    config_lib.validate(config)
+                                        [f"data.name={dataset}", f"data.dir={tmp_path}/absent"])
+    build.check_config(config)
     with pytest.raises(UserError, match=r"only the modalities \('image',\).*'text'.*"
-                                        r"modalities=\"\('image',\)\""):
+                                        r"data\.modalities=\"\('image',\)\""):
       prepare_splits(config)
   code, _, err = _run_cli(["train", "--workdir", str(tmp_path / "run"), "--no-progress",
-                           "dataset=omniglot"])
+                           "data.name=omniglot"])
   assert code == 2 and "omniglot" in err and "('image',)" in err
   assert not (tmp_path / "run" / "config.json").exists()
 
@@ -347,21 +348,33 @@ def test_augmented_sampler_is_deterministic_and_changes_images():
 
 def test_augment_choice_per_dataset():
   def resolved(dataset, choice="auto"):
-    return augment.resolve_augment(config_lib.apply_overrides(
-        config_lib.base_config(), [f"dataset={dataset}", f"augment={choice}"]))
+    return train_augmentation(config_lib.apply_overrides(
+        config_lib.base_config(), [f"data.name={dataset}", f"data.augment={choice}"]))
   assert [resolved(d) for d in ("cifar_fs", "fc100", "cub", "flowers102")] == ["crop_flip"] * 4
   assert [resolved(d) for d in ("shapes", "omniglot", "tfds_omniglot")] == ["none"] * 3
   assert resolved("cub", "none") == "none" and resolved("shapes", "crop_flip") == "crop_flip"
-  config = config_lib.apply_overrides(config_lib.base_config(), ["dataset=cub"])
+  config = config_lib.apply_overrides(config_lib.base_config(), ["data.name=cub"])
   base = EpisodeSampler(_image_dataset(size=16), n_way=2, k_shot=1, q_query=1)
-  assert isinstance(augment.wrap_train_sampler(base, config), augment.AugmentedSampler)
-  config.augment = "none"
-  assert augment.wrap_train_sampler(base, config) is base
+  assert isinstance(augment.augmented(base, train_augmentation(config)), augment.AugmentedSampler)
+  # the meta-train sampler a run builds is wrapped; the samplers of other roles never are
+  split = _image_dataset(size=16)
+  train = build.task_sampler(config, split, role="train", n_way=2, k_shot=1, q_query=1)
+  assert isinstance(train, augment.AugmentedSampler) and train.n_way == 2
+  for role in ("population", "val", "test"):
+    other = build.task_sampler(config, split, role=role, n_way=2, k_shot=1, q_query=1)
+    assert isinstance(other, EpisodeSampler)
+  config.data.augment = "none"
+  assert augment.augmented(base, train_augmentation(config)) is base
+  assert isinstance(build.task_sampler(config, split, role="train", n_way=2, k_shot=1,
+                                       q_query=1), EpisodeSampler)
+  with pytest.raises(UserError, match="augmentation 'blur' is not valid; choose one of none, "
+                                      "crop_flip"):
+    augment.augmented(base, "blur")
 
 
 def test_data_throughput_command():
   code, out, err = _run_cli(["data", "throughput", "--config", "tiny", "--batches", "3",
-                             "augment=crop_flip"])
+                             "data.augment=crop_flip"])
   assert code == 0, err
   result = json.loads(out.strip().splitlines()[-1])
   assert result["augment"] == "crop_flip" and result["batches"] == 3

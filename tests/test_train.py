@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
+from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run import train as train_module
 from mmfsl_jax.run.checkpoint import Checkpoints
 from mmfsl_jax.run.faults import describe_nonfinite
 from mmfsl_jax.meta.base import MetaLearner
@@ -22,9 +22,10 @@ from mmfsl_jax.meta.step import init_train_state, make_meta_step, param_groups
 from mmfsl_jax.run.train import NonFiniteLossError, train_and_evaluate
 
 
-def tiny(**overrides):
+def tiny(overrides=None):
+  """The tiny config with {dotted key: value} overrides."""
   config = config_lib.load_config("tiny")
-  config_lib.apply_overrides(config, [f"{k}={v!r}" for k, v in overrides.items()])
+  config_lib.apply_overrides(config, [f"{k}={v!r}" for k, v in (overrides or {}).items()])
   return config
 
 
@@ -40,15 +41,16 @@ def train_records(workdir):
   return [json.loads(l) for l in lines if json.loads(l)["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
   whole, crashed = tmp_path / "whole", tmp_path / "crashed"
   # a step schedule: its step count lives in the optimiser state, so resuming continues it
-  config = tiny(checkpoint_every=2, eval_every=2, log_every=1, lr_schedule="step",
-                lr_decay_every=2, lr_decay_factor=0.5)
+  config = tiny({"run.checkpoint_every": 2, "run.eval_every": 2, "run.log_every": 1,
+                 "optim.schedule": "step", "optim.decay_every": 2, "optim.decay_factor": 0.5})
   train_and_evaluate(config, whole, progress=False)
   rates = [json.loads(l).get("learning_rate") for l in
            (whole / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
-  lr = config.learning_rate
+  lr = config.optim.lr
   assert rates == pytest.approx([lr, lr, lr / 2, lr / 2, lr / 4, lr / 4])
   shutil.copytree(whole, crashed)
   # as if killed just before the step-6 checkpoint: it and its log lines are lost or stale
@@ -65,16 +67,17 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
   assert records(whole) == records(crashed)
 
 
-@pytest.mark.parametrize("model", [{}, {"modalities": ("image",), "embed_dim": 0}],
+@pytest.mark.parametrize("model", [{}, {"data.modalities": ("image",), "model.embed_dim": 0}],
                          ids=["projected", "no_projection"])
+@pytest.mark.slow
 def test_extending_a_finished_run_continues_it(tmp_path, model):
   # without a projection the "align" parameters are an empty subtree, which must round-trip
-  train_and_evaluate(tiny(num_steps=3, **model), tmp_path, progress=False)
-  # as if written by an older version without the eval_seed field (it had the default)
+  train_and_evaluate(tiny({"run.num_steps": 3, **model}), tmp_path, progress=False)
+  # as if written by an older version without the eval.seed field (it had the default)
   saved = json.loads((tmp_path / "config.json").read_text())
-  del saved["eval_seed"]
+  del saved["eval"]["seed"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  record = train_and_evaluate(tiny(num_steps=5, **model), tmp_path, progress=False)
+  record = train_and_evaluate(tiny({"run.num_steps": 5, **model}), tmp_path, progress=False)
   assert record["step"] == 5
   steps = [r["step"] for r in train_records(tmp_path)]
   assert steps == sorted(set(steps)) and steps[-1] == 5
@@ -85,10 +88,12 @@ def _records(workdir):
           for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics_and_another_seed_different_ones(tmp_path):
-  overrides = dict(num_steps=4, log_every=1, eval_every=2, checkpoint_every=4)
+  overrides = {"run.num_steps": 4, "run.log_every": 1, "run.eval_every": 2,
+               "run.checkpoint_every": 4}
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-    train_and_evaluate(tiny(seed=seed, **overrides), tmp_path / name, progress=False)
+    train_and_evaluate(tiny({"seed": seed, **overrides}), tmp_path / name, progress=False)
   a, b, c = (_records(tmp_path / n) for n in "abc")
   assert a == b
   train = lambda records: [r for r in records if r["split"] == "train"]
@@ -100,8 +105,10 @@ def test_same_seed_gives_identical_metrics_and_another_seed_different_ones(tmp_p
   assert any(not np.array_equal(x, y) for x, y in zip(pa, pc))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_path):
-  config = tiny(learning_rate=1e30, grad_clip=0.0, num_steps=6, checkpoint_every=1)
+  config = tiny({"optim.lr": 1e30, "optim.grad_clip": 0.0, "run.num_steps": 6,
+                 "run.checkpoint_every": 1})
   with pytest.raises(NonFiniteLossError, match=r"non-finite .* at step \d"):
     train_and_evaluate(config, tmp_path, progress=False)
   step, params = final_params(tmp_path)
@@ -114,7 +121,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_p
 
 def _poison_images(monkeypatch, indices):
   """Makes the train sampler put a NaN in the support images of the batches at `indices`."""
-  make = train_module.make_samplers
+  make = build.training_samplers
 
   def make_poisoned(config, splits):
     train, val = make(config, splits)
@@ -131,28 +138,31 @@ def _poison_images(monkeypatch, indices):
     train.sample = poisoned
     return train, val
 
-  monkeypatch.setattr(train_module, "make_samplers", make_poisoned)
+  monkeypatch.setattr(build, "training_samplers", make_poisoned)
 
 
 def test_nan_in_the_data_names_the_step_and_the_parts(tmp_path, monkeypatch):
   _poison_images(monkeypatch, {3})
   with pytest.raises(NonFiniteLossError) as error:
-    train_and_evaluate(tiny(checkpoint_every=1), tmp_path, progress=False)
+    train_and_evaluate(tiny({"run.checkpoint_every": 1}), tmp_path, progress=False)
   message = str(error.value)
   assert "at step 3" in message
   assert "outer loss (loss, objective" in message
   groups = message.split("gradients of parameter groups ")[1].split(";")[0].split(", ")
-  assert "encoder/image" in groups and "align" in groups
-  assert "last good checkpoint (step 3)" in message and "skip_nonfinite_steps=True" in message
+  # every learner's params are {"model": ...} (+ its own): the model's groups are opened
+  assert "model/encoder/image" in groups and "model/align" in groups
+  assert "last good checkpoint (step 3)" in message
+  assert "run.skip_nonfinite_steps=True" in message
   step, params = final_params(tmp_path)
   assert step == 3 and all(np.isfinite(p).all() for p in params)
   assert max(r["step"] for r in train_records(tmp_path)) <= 3
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_steps_skips_and_counts_them(tmp_path, monkeypatch):
   _poison_images(monkeypatch, {2, 3})
-  config = tiny(log_every=2, checkpoint_every=3)
-  config.skip_nonfinite_steps = True     # a config field; set directly until config.py has it
+  config = tiny({"run.log_every": 2, "run.checkpoint_every": 3,
+                 "run.skip_nonfinite_steps": True})
   record = train_and_evaluate(config, tmp_path, progress=False)
   assert record["step"] == 6
   by_step = {r["step"]: r for r in train_records(tmp_path)}
@@ -226,11 +236,13 @@ def test_param_groups_open_model_and_encoder():
   assert list(param_groups({"encoder": {"image": 1}, "align": 2})) == ["encoder/image", "align"]
 
 
+@pytest.mark.slow
 def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
   from mmfsl_jax.run.data import prepare_splits
   from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
-  config = tiny(n_way=4, eval_n_way=3, eval_k_shot=2, num_steps=2, eval_every=2)
-  train_sampler, val_sampler = train_module.make_samplers(config, prepare_splits(config)[0])
+  config = tiny({"task.n_way": 4, "eval.n_way": 3, "eval.k_shot": 2, "run.num_steps": 2,
+                 "run.eval_every": 2})
+  train_sampler, val_sampler = build.training_samplers(config, prepare_splits(config)[0])
   assert (train_sampler.n_way, val_sampler.n_way, val_sampler.k_shot) == (4, 3, 2)
   assert val_sampler.sample(0)["support"]["label"].shape[1:] == (3 * 2,)
   train_and_evaluate(config, tmp_path, progress=False)
@@ -246,8 +258,9 @@ def test_validation_and_eval_use_the_evaluation_way_and_shot(tmp_path):
 def test_a_run_without_validation_trains_and_evaluates_its_last_checkpoint(tmp_path, monkeypatch):
   from mmfsl_jax.run.evaluators import episodic as evaluate_module
   from mmfsl_jax.errors import CheckpointError, UserError
-  config = tiny(val_episodes=0, num_steps=3, checkpoint_every=3, eval_every=1)
-  assert train_module.make_samplers(
+  config = tiny({"run.val_episodes": 0, "run.num_steps": 3, "run.checkpoint_every": 3,
+                 "run.eval_every": 1})
+  assert build.training_samplers(
       config, evaluate_module.prepare_splits(config)[0])[1] is None
   train_and_evaluate(config, tmp_path, progress=False)
   splits = {json.loads(l)["split"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()}
@@ -259,9 +272,10 @@ def test_a_run_without_validation_trains_and_evaluates_its_last_checkpoint(tmp_p
   assert 0.0 <= result["accuracy"]["mean"] <= 1.0   # from the last checkpoint
   # Validation cannot be switched on on resume: "best" would mean something else.
   with pytest.raises(CheckpointError, match="holds a run without validation"):
-    train_and_evaluate(tiny(num_steps=4, checkpoint_every=3, eval_every=1), tmp_path,
-                       progress=False)
-  # Data without the split asked for (e.g. Omniglot with test_alphabets=()) is a clear error.
+    train_and_evaluate(tiny({"run.num_steps": 4, "run.checkpoint_every": 3,
+                             "run.eval_every": 1}), tmp_path, progress=False)
+  # Data without the split asked for (e.g. Omniglot with data.omniglot.test_alphabets=()) is
+  # a clear error.
   real = evaluate_module.prepare_splits
   monkeypatch.setattr(evaluate_module, "prepare_splits", lambda c: (
       {k: v for k, v in real(c)[0].items() if k != "test"}, real(c)[1]))

@@ -10,7 +10,7 @@ FLAGS=(""
 git log --oneline | head -1; lscpu | grep "Model name"; date
 for round in 1 2; do
   for f in "${FLAGS[@]}"; do
-    line=$(XLA_FLAGS="$f" timeout 300 .venv/bin/python -m mmfsl_jax.cli bench --variants maml --iters 5 meta_batch=8 2>&1 | grep -E "^maml " || echo "FAILED")
+    line=$(XLA_FLAGS="$f" timeout 300 .venv/bin/python -m mmfsl_jax.cli bench --variants maml --iters 5 task.meta_batch=8 2>&1 | grep -E "^maml " || echo "FAILED")
     echo "round $round [${f:-default}] $line"
   done
 done

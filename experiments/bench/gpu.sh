@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The speed benchmark on one accelerator, in a few minutes; installs nothing and needs no
 # network. Run from the repository root with an interpreter ($PYTHON, default python3) where
-# mmfsl_jax and a CUDA (or TPU) build of jax import. conv_impl=auto picks XLA's convolutions
-# on accelerators, and task_chunk=0 runs the whole meta-batch at once there.
+# mmfsl_jax and a CUDA (or TPU) build of jax import. model.image.conv_impl=auto picks XLA's
+# convolutions on accelerators, and run.task_chunk=0 runs the whole meta-batch at once there.
 #   bash experiments/bench/gpu.sh                  # the variants below, 10 timed steps each
-#   bash experiments/bench/gpu.sh conv_impl=matmul # any config override, for every variant
+#   bash experiments/bench/gpu.sh model.image.conv_impl=matmul
+#                                                  # any config override, for every variant
 # PEER_PYTHON=/path/to/python-with-torch adds the PyTorch peer's figures, with PEERS_DIR the
 # directory of torch_maml_bench.py; the peer runs on the torch device PEER_DEVICE (default
 # cuda: the same GPU, one process after the other). VARIANTS replaces the variant list.

@@ -1,4 +1,4 @@
-"""Memory of one MAML meta-step against inner steps, with and without `inner_checkpoint`.
+"""Memory of one MAML meta-step against inner steps, with and without `inner.checkpoint`.
 
     python experiments/bench/inner_memory.py [--steps 1 5 10] [--channels 64] [--method maml]
         [--conv-impl auto|matmul|xla]
@@ -23,7 +23,7 @@ from mmfsl_jax.nn import align
 from mmfsl_jax.nn import fuse
 from mmfsl_jax.nn.encoders import conv4
 from mmfsl_jax.nn.encoders.conv_ops import IMPLS, resolve_impl
-from mmfsl_jax.meta import anil, init_train_state, make_meta_step, maml, metasgd
+from mmfsl_jax.meta import InnerLoop, anil, init_train_state, make_meta_step, maml, metasgd
 from mmfsl_jax.core.model import multimodal_model
 
 N_WAY, K_SHOT, QUERIES, META_BATCH, SIZE = 5, 1, 15, 4, 28
@@ -42,8 +42,8 @@ def memory(method: str, steps: int, checkpoint: bool, channels: int, conv_impl: 
   model = multimodal_model({"image": conv4(channels, conv_impl=conv_impl)},
                            align.projections(("image",), 64),
                            fuse.weighted(("image",)))
-  learner = LEARNERS[method](model, n_way=N_WAY, inner_steps=steps,
-                             inner_checkpoint=checkpoint)
+  learner = LEARNERS[method](model, n_way=N_WAY,
+                             inner=InnerLoop(steps=steps, checkpoint=checkpoint))
   optimizer = optax.adam(1e-3)
   tasks = batch()
   state = init_train_state(learner, optimizer, jax.tree_util.tree_map(lambda x: x[0], tasks), 0)
@@ -64,10 +64,11 @@ def main():
   parser.add_argument("--conv-impl", choices=IMPLS, default="auto")
   args = parser.parse_args()
   mib = lambda b: f"{b / 2**20:.1f}"
-  print(f"{args.method}, Conv4-{args.channels} (conv_impl={resolve_impl(args.conv_impl)}), "
+  print(f"{args.method}, Conv4-{args.channels} "
+        f"(model.image.conv_impl={resolve_impl(args.conv_impl)}), "
         f"{SIZE}x{SIZE}x1, {N_WAY}-way {K_SHOT}-shot, {QUERIES} queries, meta-batch "
         f"{META_BATCH}, backend {jax.default_backend()}, jax {jax.__version__}")
-  print("| inner steps | inner_checkpoint | temp MiB | arguments + outputs MiB | compile s |")
+  print("| inner steps | inner.checkpoint | temp MiB | arguments + outputs MiB | compile s |")
   print("| --- | --- | --- | --- | --- |")
   for steps in args.steps:
     for checkpoint in (False, True):

@@ -39,7 +39,8 @@ def jax_rows():
     w = jnp.asarray(rng.normal(size=(3, 3, c_in, 64)) * 0.1, jnp.float32)
     for impl in ("matmul", "xla"):
       grad = jax.grad(lambda a, k: jnp.sum(conv_same(a, k, impl) ** 2), (0, 1))
-      yield f"{side}x{side}x{c_in} conv ({impl}) fwd", timed(run(lambda a, k: conv_same(a, k, impl), x, w))
+      forward = run(lambda a, k: conv_same(a, k, impl), x, w)
+      yield f"{side}x{side}x{c_in} conv ({impl}) fwd", timed(forward)
       yield f"{side}x{side}x{c_in} conv ({impl}) fwd+bwd", timed(run(grad, x, w))
       yield f"{side}x{side}x64 max-pool ({impl}) fwd+bwd", timed(run(
           jax.grad(lambda a: jnp.sum(max_pool_2x2(a, impl) ** 2)), h))

@@ -1,6 +1,6 @@
 """Where one bench variant's meta-step spends its time, per XLA operation (jax profiler).
 
-    python experiments/bench/profile_step.py maml --meta-batch 8 task_chunk=1
+    python experiments/bench/profile_step.py maml --meta-batch 8 run.task_chunk=1
 
 Compiles the variant's step (`mmfsl_jax.bench.runner.build_variant`), runs a warm-up step and one
 timed step, then profiles one more and prints the operations that took longest (summed over
@@ -39,11 +39,12 @@ def main():
   parser.add_argument("variant", choices=list(bench.VARIANTS))
   parser.add_argument("--meta-batch", type=int, default=8)
   parser.add_argument("--top", type=int, default=30)
-  parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+  parser.add_argument("overrides", nargs="*",
+                      help="config overrides, dotted key=value (run.task_chunk=1)")
   args = parser.parse_intermixed_args()
 
   _, step, state, batch = bench.build_variant(
-      args.variant, [f"meta_batch={args.meta_batch}", *args.overrides])
+      args.variant, [f"task.meta_batch={args.meta_batch}", *args.overrides])
   shapes = {m.group(1): m.group(2) for m in re.finditer(
       r"^\s*%?([\w.\-]+) = (\S+) ", step.lower(state, batch).compile().as_text(), re.M)}
   state, _ = step(state, batch)

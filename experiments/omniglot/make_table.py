@@ -3,12 +3,20 @@ with the published figures of ../shared/docs/ANCHORS.md beside them.
 
     python experiments/omniglot/make_table.py            # print the tables
     python experiments/omniglot/make_table.py --readme   # write README.md from README.md.in
+
+(with mmfsl_jax importable). Each run's config.json is read through
+`mmfsl_jax.run.config.saved_config`, so runs saved in the old flat layout (`n_way`) and in the
+sectioned one (`task.n_way`) read alike; keys a run's version did not have read as their
+defaults.
 """
 import contextlib
 import io
 import json
 import sys
 from pathlib import Path
+
+from mmfsl_jax.meta.registry import METHODS as LEARNERS
+from mmfsl_jax.run.config import saved_config
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -24,7 +32,11 @@ METHODS = {
     "baselinepp": ("Baseline++ (transfer)", "", {}),
 }
 SETTINGS = ("5w1s", "5w5s", "20w1s")
-INNER_LOOP_METHODS = ("maml", "anil", "metasgd", "reptile")   # as mmfsl_jax.run.evaluators.episodic
+
+
+def inner_loop(config) -> bool:
+  """Whether the run's learner adapts by inner-loop steps at test time (meta/registry.py)."""
+  return LEARNERS[config["learner"]["name"]].inner_loop
 
 
 def runs():
@@ -33,8 +45,8 @@ def runs():
           if (run / "wall_time.json").exists()]
   for method in METHODS:
     for run, _ in [d for d in done if d[1] == method]:
-      yield run, method, json.loads((run / "config.json").read_text()), json.loads(
-          (run / "wall_time.json").read_text())
+      yield run, method, saved_config(json.loads((run / "config.json").read_text())), \
+          json.loads((run / "wall_time.json").read_text())
 
 
 def wall(wall_time) -> str:
@@ -45,42 +57,44 @@ def wall(wall_time) -> str:
 
 
 def trained_as(config, wall_time) -> str:
-  steps = config["num_steps"]
+  task, evaluation, optim = config["task"], config["eval"], config["optim"]
+  image, omniglot = config["model"]["image"], config["data"]["omniglot"]
+  steps = config["run"]["num_steps"]
   if wall_time.get("stopped_at_step"):   # stopped early for CPU time: its best checkpoint
     steps = f"{wall_time['stopped_at_step']} (stopped; of {steps})"
-  text = f"{config['n_way']}-way {config['k_shot']}-shot, {steps} steps"
-  if config.get("eval_n_way") or config.get("eval_k_shot"):
-    text += (f", validated {config.get('eval_n_way') or config['n_way']}-way "
-             f"{config.get('eval_k_shot') or config['k_shot']}-shot")
-  if config["method"] in INNER_LOOP_METHODS:
-    text += f", inner lr {config['inner_lr']}"
-  if config.get("val_episodes") == 0:
-    held_out = config["omniglot"]["val_alphabets"] or config["omniglot"]["test_alphabets"]
+  text = f"{task['n_way']}-way {task['k_shot']}-shot, {steps} steps"
+  if evaluation["n_way"] or evaluation["k_shot"]:
+    text += (f", validated {evaluation['n_way'] or task['n_way']}-way "
+             f"{evaluation['k_shot'] or task['k_shot']}-shot")
+  if inner_loop(config):
+    text += f", inner lr {config['inner']['lr']}"
+  if config["run"]["val_episodes"] == 0:
+    held_out = omniglot["val_alphabets"] or omniglot["test_alphabets"]
     text += ", no validation" + ("" if held_out else ", all 8 alphabets")
-  if config.get("lr_schedule") == "step":
-    text += f", lr x{config['lr_decay_factor']} every {config['lr_decay_every']} steps"
-  elif config.get("lr_schedule") == "cosine":
+  if optim["schedule"] == "step":
+    text += f", lr x{optim['decay_factor']} every {optim['decay_every']} steps"
+  elif optim["schedule"] == "cosine":
     text += ", cosine lr"
-  if config.get("embed_dim") == 0:
+  if config["model"]["embed_dim"] == 0:
     text += ", no projection"
-  if config.get("conv_pool") == "floor":
+  if image["pool"] == "floor":
     text += ", floor pooling (64 features)"
-  if config.get("omniglot", {}).get("resize") == "bilinear":
+  if omniglot["resize"] == "bilinear":
     text += ", bilinear downsampling"
-  if config.get("conv_init") == "torch":
+  if image["init"] == "torch":
     text += ", PyTorch's init"
-  if config.get("seed"):
+  if config["seed"]:
     text += f", seed {config['seed']}"
-  return text + (", zero head" if config.get("zero_head") else "")
+  return text + (", zero head" if config["learner"]["zero_head"] else "")
 
 
 def test_steps(config, result) -> str:
   """The inner steps at test time ('-' for learners without an inner loop); evaluations
   written before eval.json recorded them used the config's."""
-  if config["method"] not in INNER_LOOP_METHODS:
+  if not inner_loop(config):
     return "-"
   steps = result["settings"].get("inner_steps")
-  return str(steps or config.get("eval_inner_steps") or config["inner_steps"])
+  return str(steps or config["inner"]["eval_steps"] or config["inner"]["steps"])
 
 
 def published_cell(published, source, setting) -> str:
@@ -107,8 +121,9 @@ def main():
     label, source, published = METHODS[method]
     for setting in SETTINGS:
       for r in evaluations(run, setting):
-        print(f"| {label} | {trained_as(config, wall_time)} | {setting} | {test_steps(config, r)} | "
-              f"{accuracy_cell(r)} | {published_cell(published, source, setting)} | {r['settings']['episodes']} | "
+        print(f"| {label} | {trained_as(config, wall_time)} | {setting} | "
+              f"{test_steps(config, r)} | {accuracy_cell(r)} | "
+              f"{published_cell(published, source, setting)} | {r['settings']['episodes']} | "
               f"{wall(wall_time)} |")
   print()
   print("| method | trained | test inner steps | test batch norm | 20 one-shot runs of Lake et "
@@ -116,7 +131,7 @@ def main():
   print("| --- | --- | --- | --- | --- | --- |")
   for run, method, config, wall_time in runs():
     for r in evaluations(run, "runs"):
-      norm = r["settings"].get("batch_norm", config.get("batch_norm", "transductive"))
+      norm = r["settings"].get("batch_norm", config["learner"]["batch_norm"])
       print(f"| {METHODS[method][0]} | {trained_as(config, wall_time)} | {test_steps(config, r)} | "
             f"{norm} | {100 * r['accuracy']:.2f} | {100 * r['error_rate']:.2f} |")
   print("| people (Lake et al. 2015) | | | | 95.5 | 4.5 |")

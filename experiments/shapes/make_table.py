@@ -2,6 +2,10 @@
 
     python experiments/shapes/make_table.py            # print the table
     python experiments/shapes/make_table.py --readme   # write README.md from README.md.in
+
+(with mmfsl_jax importable). Each run's config.json is read through
+`mmfsl_jax.run.config.saved_config`, so runs saved in the old flat layout (`num_steps`) and in
+the sectioned one (`run.num_steps`) read alike.
 """
 import contextlib
 import io
@@ -9,9 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+from mmfsl_jax.run.config import saved_config
+
 RUNS = Path(__file__).resolve().parent / "runs"
 VARIANTS = [("image", "image only"), ("text", "text only"),
-            ("weighted", "fused: weighted average (learned)"), ("gated", "fused: gated (AM3-style)")]
+            ("weighted", "fused: weighted average (learned)"),
+            ("gated", "fused: gated (AM3-style)")]
 # The rest of the method family (run.sh's FAMILY rows): run name prefix, method label, and the
 # modalities label of each variant.
 FAMILY = [("anil", "ANIL (2nd order)"), ("metasgd", "Meta-SGD (2nd order)"),
@@ -20,6 +27,11 @@ FAMILY = [("anil", "ANIL (2nd order)"), ("metasgd", "Meta-SGD (2nd order)"),
           ("am3", "AM3 (class-name text)")]
 FAMILY_VARIANTS = {"image": "image only", "gated": "fused: gated (AM3-style)"}
 AM3_VARIANTS = {"image": "image examples + class text", "gated": "fused: gated + class text"}
+
+
+def read_config(run: Path) -> dict:
+  """A run's config.json as a sectioned config dict, whichever layout it was saved in."""
+  return saved_config(json.loads((run / "config.json").read_text()))
 
 
 def cell(result, key="accuracy"):
@@ -31,10 +43,10 @@ def row(run: Path, method: str, modalities: str, shot: int) -> None:
   if not (run / "eval.json").exists() or not (run / "wall_time.json").exists():
     return
   result = json.loads((run / "eval.json").read_text())
-  config = json.loads((run / "config.json").read_text())
+  config = read_config(run)
   wall = json.loads((run / "wall_time.json").read_text())
   print(f"| {method} | {modalities} | {shot} | {cell(result)} | {cell(result, 'macro_f1')} | "
-        f"{result['settings']['episodes']} | {config['num_steps']} | "
+        f"{result['settings']['episodes']} | {config['run']['num_steps']} | "
         f"{wall['train_seconds'] / 60:.1f} min | {wall['eval_seconds']:.0f} s |")
 
 
@@ -53,9 +65,9 @@ def main():
         row(RUNS / f"{method}_{variant}_{shot}shot", label, modalities, shot)
   default = RUNS / "default"
   if (default / "config.json").exists():
-    config = json.loads((default / "config.json").read_text())
-    row(default, "ProtoNet (`mmfsl train`, default config)", f"fused: {config['fuser']}",
-        config["k_shot"])
+    config = read_config(default)
+    row(default, "ProtoNet (`mmfsl train`, default config)", f"fused: {config['model']['fuser']}",
+        config["task"]["k_shot"])
 
 if __name__ == "__main__":
   if "--readme" in sys.argv:

@@ -9,17 +9,17 @@ FILTER="${1:-.}"
 MMFSL="${MMFSL:-mmfsl}"
 
 # Shared settings for the table (the default config, but 600 meta-steps per run).
-COMMON=(num_steps=600 eval_every=200 checkpoint_every=200 val_episodes=200)
-PROTONET=(method=protonet)
+COMMON=(run.num_steps=600 run.eval_every=200 run.checkpoint_every=200 run.val_episodes=200)
+PROTONET=(learner.name=protonet)
 # MAML (second order, 1 inner step of lr 0.4, zero-initialised head) costs ~5x a ProtoNet step
 # on the CPU, so it trains with 2 tasks per meta-batch: 600 steps at 1-shot, 300 at 5-shot.
-MAML=(method=maml inner_steps=1 inner_lr=0.4 meta_batch=2)
+MAML=(learner.name=maml inner.steps=1 inner.lr=0.4 task.meta_batch=2)
 
 declare -A MODALITY=(
-  [image]="modalities=('image',)"
-  [text]="modalities=('text',)"
-  [weighted]="modalities=('image','text') fuser=weighted"
-  [gated]="modalities=('image','text') fuser=gated"
+  [image]="data.modalities=('image',)"
+  [text]="data.modalities=('text',)"
+  [weighted]="data.modalities=('image','text') model.fuser=weighted"
+  [gated]="data.modalities=('image','text') model.fuser=gated"
 )
 
 run() {  # name, overrides...
@@ -41,9 +41,12 @@ for shot in 1 5; do
   for method in protonet maml; do
     for variant in image text weighted gated; do
       if [[ $method == protonet ]]; then extra=("${PROTONET[@]}"); else extra=("${MAML[@]}"); fi
-      if [[ $method == maml && $shot == 5 ]]; then extra+=(num_steps=300 eval_every=100 checkpoint_every=100); fi
+      if [[ $method == maml && $shot == 5 ]]; then
+        extra+=(run.num_steps=300 run.eval_every=100 run.checkpoint_every=100)
+      fi
       # shellcheck disable=SC2206
-      run "${method}_${variant}_${shot}shot" "${COMMON[@]}" "${extra[@]}" k_shot=$shot ${MODALITY[$variant]}
+      run "${method}_${variant}_${shot}shot" "${COMMON[@]}" "${extra[@]}" task.k_shot=$shot \
+        ${MODALITY[$variant]}
     done
   done
 done
@@ -51,24 +54,27 @@ done
 # The rest of the method family, 1-shot, same tasks and encoders: image-only and gated fusion
 # (AM3: image-only examples or gated fusion per example, plus each class's name as class-level
 # text). Hyperparameters are the MAML rows' where they apply; not tuned. MAML++ costs about
-# three MAML steps per step, so it trains 300 steps (like 5-shot MAML); inner_checkpoint would
+# three MAML steps per step, so it trains 300 steps (like 5-shot MAML); inner.checkpoint would
 # change its memory, not its results (same meta-gradient: tests/test_methods.py).
 declare -A FAMILY=(
-  [anil]="method=anil inner_steps=1 inner_lr=0.4 meta_batch=2"
-  [metasgd]="method=metasgd inner_steps=1 inner_lr=0.4 meta_batch=2"
-  [mamlpp]="method=maml inner_steps=3 inner_lr=0.4 per_step_inner_lr=True multi_step_loss=True meta_batch=2 num_steps=300 eval_every=100 checkpoint_every=100"
-  [reptile]="method=reptile inner_steps=5 inner_lr=0.1"
-  [baselinepp]="method=baselinepp finetune_steps=100 finetune_lr=0.5"
-  [am3]="method=am3"
+  [anil]="learner.name=anil inner.steps=1 inner.lr=0.4 task.meta_batch=2"
+  [metasgd]="learner.name=metasgd inner.steps=1 inner.lr=0.4 task.meta_batch=2"
+  [mamlpp]="learner.name=maml inner.steps=3 inner.lr=0.4 inner.per_step_lr=True \
+    inner.multi_step_loss=True task.meta_batch=2 run.num_steps=300 run.eval_every=100 \
+    run.checkpoint_every=100"
+  [reptile]="learner.name=reptile inner.steps=5 inner.lr=0.1"
+  [baselinepp]="learner.name=baselinepp learner.baselinepp.finetune_steps=100 \
+    learner.baselinepp.finetune_lr=0.5"
+  [am3]="learner.name=am3"
 )
 declare -A AM3_VARIANT=(
-  [image]="modalities=('image','text') am3_example_modalities=('image',)"
-  [gated]="modalities=('image','text') fuser=gated"
+  [image]="data.modalities=('image','text') learner.am3.example_modalities=('image',)"
+  [gated]="data.modalities=('image','text') model.fuser=gated"
 )
 for method in anil metasgd mamlpp reptile baselinepp am3; do
   for variant in image gated; do
     if [[ $method == am3 ]]; then mods=${AM3_VARIANT[$variant]}; else mods=${MODALITY[$variant]}; fi
     # shellcheck disable=SC2206
-    run "${method}_${variant}_1shot" "${COMMON[@]}" ${FAMILY[$method]} k_shot=1 $mods
+    run "${method}_${variant}_1shot" "${COMMON[@]}" ${FAMILY[$method]} task.k_shot=1 $mods
   done
 done

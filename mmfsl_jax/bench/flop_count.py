@@ -8,8 +8,8 @@ a few-shot network's arithmetic is, and what a CPU's or accelerator's peak rate 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
-from typing import Callable
 
 import jax
 from jax.extend import core

@@ -16,7 +16,7 @@ step's matrix-product FLOPs a task and the rate it sustains, beside one large ma
 on the same device in the same run. With
 `peer_python` (an interpreter with torch) it runs the peer script on the same variant in the
 same process tree, one after the other, and prints the ratio of tasks/s; the peer runs on
-the CPU unless `peer_device` names another torch device (mmfsl_jax/bench/peer_scripts/torch_on_device.py
+the CPU unless `peer_device` names another torch device (peer_scripts/torch_on_device.py
 runs it there). With
 `pipeline`, it also times the input pipeline producing the same variant's tasks from the real
 Omniglot files (data/pipeline.py's `measure_pipeline`, one thread, as training's prefetch
@@ -25,31 +25,34 @@ pipeline keeps ahead of the meta-step.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import json
+from pathlib import Path
 import statistics
 import subprocess
 import time
-from pathlib import Path
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfsl_jax.bench.flop_count import jaxpr_flops
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta.step import init_train_state, make_meta_step
+from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run.data import TextInfo
-from mmfsl_jax.errors import UserError
-from mmfsl_jax.run.build import build_learner, build_model, build_optimizer
 from mmfsl_jax.run.faults import NonFiniteLossError
-from mmfsl_jax.bench.flop_count import jaxpr_flops
-from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.run.sharding import replicate, shard_tasks, task_mesh_for
+from mmfsl_jax.run.sharding import replicate, shard_tasks
 
-CANONICAL = dict(dataset="omniglot", modalities=("image",), image_size=28, image_encoder="conv4",
-                 conv_channels=64, embed_dim=64, method="maml", inner_steps=1, inner_lr=0.4,
-                 first_order=False, n_way=5, k_shot=1, q_query=15, meta_batch=32,
-                 learning_rate=1e-3, grad_clip=0.0)
+# The peer's workload, as config overrides (dotted keys of configs/base.py).
+CANONICAL = {"data.name": "omniglot", "data.modalities": ("image",), "data.image_size": 28,
+             "model.image.encoder": "conv4", "model.image.channels": 64,
+             "model.embed_dim": 64, "learner.name": "maml", "inner.steps": 1, "inner.lr": 0.4,
+             "inner.first_order": False, "task.n_way": 5, "task.k_shot": 1,
+             "task.q_query": 15, "task.meta_batch": 32, "optim.lr": 1e-3,
+             "optim.grad_clip": 0.0}
 TEXT_LENGTH, VOCAB_SIZE = 12, 200
 # The peer helpers (torch_peer_extra.py, torch_on_device.py) ship inside the package, so
 # `mmfsl bench --peer-python` works from an installed wheel as from a checkout.
@@ -60,19 +63,19 @@ BENCH_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
 MAML_PEERS = ("l2l", "loop")
 VARIANTS = {
     "maml": ({}, MAML_PEERS),
-    "maml_b8": ({"meta_batch": 8}, MAML_PEERS),
-    "maml_b128": ({"meta_batch": 128}, MAML_PEERS),
+    "maml_b8": ({"task.meta_batch": 8}, MAML_PEERS),
+    "maml_b128": ({"task.meta_batch": 128}, MAML_PEERS),
     # All tasks of the meta-batch vmapped at once, whatever meta_batch is (variant_config).
-    "maml_whole_batch": ({"task_chunk": "meta_batch"}, MAML_PEERS),
-    "maml_steps5": ({"inner_steps": 5}, MAML_PEERS),
+    "maml_whole_batch": ({"run.task_chunk": "meta_batch"}, MAML_PEERS),
+    "maml_steps5": ({"inner.steps": 5}, MAML_PEERS),
     # Ten SGD steps of lr 0.4 diverge on this network (the inner loss passes 1e18: its
     # flattened 2x2x64 features and the projection before the head make the inner problem
     # stiffer than the peer's 1x1x64 -> linear head), so this variant, and its peers, use 0.1.
-    "maml_steps10": ({"inner_steps": 10, "inner_lr": 0.1}, MAML_PEERS),
-    "fomaml": ({"first_order": True}, ("loop_fo",)),
-    "anil": ({"method": "anil"}, ("anil",)),
-    "protonet": ({"method": "protonet"}, ("protonet",)),
-    "maml_fused": ({"modalities": ("image", "text"), "fuser": "weighted"}, ()),
+    "maml_steps10": ({"inner.steps": 10, "inner.lr": 0.1}, MAML_PEERS),
+    "fomaml": ({"inner.first_order": True}, ("loop_fo",)),
+    "anil": ({"learner.name": "anil"}, ("anil",)),
+    "protonet": ({"learner.name": "protonet"}, ("protonet",)),
+    "maml_fused": ({"data.modalities": ("image", "text"), "model.fuser": "weighted"}, ()),
 }
 # Peer variants the extra script (torch_peer_extra.py) provides rather than the peer's own.
 EXTRA_PEER_VARIANTS = ("anil", "protonet")
@@ -111,37 +114,50 @@ class BenchResult:
 def variant_config(name: str, overrides: Sequence[str] = ()):
   if name not in VARIANTS:
     raise UserError(f"unknown bench variant {name!r}; choose from {', '.join(VARIANTS)}")
-  changes = dict(VARIANTS[name][0])
-  whole_batch = changes.get("task_chunk") == "meta_batch"
+  changes = {**CANONICAL, **VARIANTS[name][0]}
+  whole_batch = changes.get("run.task_chunk") == "meta_batch"
   if whole_batch:
-    del changes["task_chunk"]
+    del changes["run.task_chunk"]
   config = config_lib.base_config()
-  config.update(CANONICAL)
-  config.update(changes)
+  unknown = sorted(set(changes) - set(config_lib.flat_keys(config)))
+  if unknown:   # a slip in the tables above, not the user's
+    raise ValueError(f"bench variant {name!r} sets keys the config does not have: {unknown}")
+  for key, value in changes.items():
+    section, _, leaf = key.rpartition(".")
+    _node(config, section)[leaf] = value
+  overrides = [legacy.translate_override(o) for o in overrides]
   config_lib.apply_overrides(config, overrides)
-  if whole_batch and not any(o.partition("=")[0].strip() == "task_chunk" for o in overrides):
-    config.task_chunk = config.meta_batch
-  config_lib.validate(config)
+  if whole_batch and not any(o.partition("=")[0].strip() == "run.task_chunk" for o in overrides):
+    config.run.task_chunk = config.task.meta_batch
+  build.check_config(config)
   return config
+
+
+def _node(config, dotted: str):
+  node = config
+  for part in filter(None, dotted.split(".")):
+    node = node[part]
+  return node
 
 
 def random_batch(config, seed: int = 0) -> dict:
   """A task batch shaped like the sampler's: support/query images (and word ids) and labels."""
   rng = np.random.default_rng(seed)
-  b, n = config.meta_batch, config.n_way
+  b, n = config.task.meta_batch, config.task.n_way
 
   def split(per_class):
     labels = np.tile(np.repeat(np.arange(n), per_class), (b, 1)).astype(np.int32)
     part = {"label": labels}
-    if "image" in config.modalities:
-      part["image"] = rng.normal(size=(b, n * per_class, config.image_size, config.image_size,
+    if "image" in config.data.modalities:
+      size = config.data.image_size
+      part["image"] = rng.normal(size=(b, n * per_class, size, size,
                                        1)).astype(np.float32)
-    if "text" in config.modalities:
+    if "text" in config.data.modalities:
       part["text"] = rng.integers(1, VOCAB_SIZE, size=(b, n * per_class, TEXT_LENGTH),
                                   dtype=np.int32)
     return part
 
-  return {"support": split(config.k_shot), "query": split(config.q_query)}
+  return {"support": split(config.task.k_shot), "query": split(config.task.q_query)}
 
 
 def _compiled_memory_mb(compiled) -> float:
@@ -190,19 +206,19 @@ def _gflop_per_task(jaxpr, meta_batch: int) -> float | None:
 def build_variant(name: str, overrides: Sequence[str] = ()):
   """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
-  text_info = TextInfo("ids", vocab_size=VOCAB_SIZE) if "text" in config.modalities else None
-  model = build_model(config, text_info, None)
-  learner = build_learner(config, model)
-  optimizer = build_optimizer(config)
+  text_info = TextInfo("ids", vocab_size=VOCAB_SIZE) if "text" in config.data.modalities else None
+  model = build.build_model(config, text_info, None)
+  learner = build.build_learner(config, model)
+  optimizer = build.build_optimizer(config)
   batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))
   one_task = jax.tree_util.tree_map(lambda x: x[0], batch)
   state = init_train_state(learner, optimizer, one_task, config.seed)
-  return config, make_meta_step(learner, optimizer, task_chunk=config.task_chunk), state, batch
+  return config, make_meta_step(learner, optimizer, task_chunk=config.run.task_chunk), state, batch
 
 
 def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
   config, step, state, batch = build_variant(name, overrides)
-  mesh = task_mesh_for(config)
+  mesh = build.task_mesh(config)
   if mesh is not None:   # several devices: the tasks split over them, as `mmfsl train` does
     state, batch = replicate(state, mesh), shard_tasks(batch, mesh)
 
@@ -225,16 +241,16 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
   if not np.isfinite(float(metrics["loss"])):
     raise NonFiniteLossError(
         f"bench variant {name}: the meta-step gave a non-finite loss, so its timings mean "
-        f"nothing (inner_steps={config.inner_steps}, inner_lr={config.inner_lr}, "
-        f"learning_rate={config.learning_rate}); a smaller inner_lr=... override usually "
+        f"nothing (inner.steps={config.inner.steps}, inner.lr={config.inner.lr}, "
+        f"optim.lr={config.optim.lr}); a smaller inner.lr=... override usually "
         f"keeps the inner loop from diverging")
   median = statistics.median(times)
-  gflop = _gflop_per_task(traced.jaxpr, config.meta_batch)
-  return BenchResult(name, jax.default_backend(), config.meta_batch, config.inner_steps,
-                     config.meta_batch / median, median, compile_s, memory_mb,
+  gflop = _gflop_per_task(traced.jaxpr, config.task.meta_batch)
+  return BenchResult(name, jax.default_backend(), config.task.meta_batch, config.inner.steps,
+                     config.task.meta_batch / median, median, compile_s, memory_mb,
                      _peak_device_memory_mb(), step._cache_size(),
                      devices=1 if mesh is None else mesh.size, gflop_per_task=gflop,
-                     gflop_per_s=None if gflop is None else gflop * config.meta_batch / median,
+                     gflop_per_s=None if gflop is None else gflop * config.task.meta_batch / median,
                      page_faults_per_step=faults)
 
 
@@ -250,11 +266,11 @@ def pipeline_tasks_per_s(name: str, *, batches: int, overrides: Sequence[str] = 
   """Tasks/s of the input pipeline sampling this variant's tasks from the real Omniglot files.
 
   Image only (Omniglot has no text; the fused variant's text inputs are random ids anyway).
-  The Omniglot directory is the `data_dir` override or $MMFSL_OMNIGLOT_DIR.
+  The Omniglot directory is the `data.dir` override or $MMFSL_OMNIGLOT_DIR.
   """
-  from mmfsl_jax.data.pipeline import measure_pipeline
+  from mmfsl_jax.run.throughput import measure_pipeline
   config = variant_config(name, overrides)
-  config.modalities = ("image",)
+  config.data.modalities = ("image",)
   return measure_pipeline(config, batches=batches)["tasks_per_second"]
 
 
@@ -269,15 +285,17 @@ def run_peer(name: str, peer_variant: str, python: str, peers_dir: Path, extra_s
   """The peer's result for one of its variants on this bench variant (its JSON line), run on
   the torch `device`."""
   config = variant_config(name, overrides)
-  script = extra_script if peer_variant in EXTRA_PEER_VARIANTS else peers_dir / "torch_maml_bench.py"
+  script = (extra_script if peer_variant in EXTRA_PEER_VARIANTS
+            else peers_dir / "torch_maml_bench.py")
   if not script.is_file():
     raise UserError(f"peer script {script} not found (give --peers-dir)")
   launcher = ([] if device == "cpu" else
               [str(BENCH_SCRIPTS / "torch_on_device.py"), "--device", device])
-  command = [python, *launcher, str(script), "--variant", peer_variant, "--ways", str(config.n_way),
-             "--shots", str(config.k_shot), "--queries", str(config.q_query),
-             "--meta-batch", str(config.meta_batch), "--steps", str(config.inner_steps),
-             "--inner-lr", str(config.inner_lr), "--iters", str(iters)]
+  command = [python, *launcher, str(script), "--variant", peer_variant,
+             "--ways", str(config.task.n_way),
+             "--shots", str(config.task.k_shot), "--queries", str(config.task.q_query),
+             "--meta-batch", str(config.task.meta_batch), "--steps", str(config.inner.steps),
+             "--inner-lr", str(config.inner.lr), "--iters", str(iters)]
   if script == extra_script:
     command += ["--peers-dir", str(peers_dir)]
   done = subprocess.run(command, capture_output=True, text=True)

@@ -7,7 +7,7 @@ About 8 minutes on 2 CPU cores. `smoke=True` shrinks it to a few-second run.
 """
 import ml_collections
 
-from mmfsl_jax.run.config import base_config
+from mmfsl_jax.configs.base import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

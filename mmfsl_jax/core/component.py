@@ -8,7 +8,8 @@ Flax Linen modules define most layers; `from_linen` turns one into such a pair.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax

@@ -11,7 +11,8 @@ are encoded: dropping one gives the unimodal model with the same parameters.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 

@@ -8,20 +8,17 @@ augmented batch, like a sampled one, is a function of the seed and the step alon
 run sees the same augmented images. `EpisodeSampler` itself is unchanged; the wrapper has
 its attributes (n_way, k_shot, ..., dataset) and `sample`/`__iter__`.
 
-Which augmentation a config asks for (`config.augment`): "none", "crop_flip" (random crop of
-the image padded by `image_size // 8` pixels of zeros, then a horizontal flip with
-probability 1/2, the usual CIFAR/CUB recipe), or "auto" = the dataset's own default
-(crop_flip for cifar_fs, fc100, cub, flowers102; none for shapes and Omniglot, whose
-rotations are classes of their own and whose strokes would not survive a flip).
-
-Training picks it up where the meta-train sampler is built (train.make_samplers) through
-`wrap_train_sampler(sampler, config)`; `mmfsl data throughput` measures it.
+`augmented(sampler, name)`: "none", or "crop_flip" (random crop of the image padded by
+`image_size // 8` pixels of zeros, then a horizontal flip with probability 1/2, the usual
+CIFAR/CUB recipe). A config's `data.augment="auto"` picks the dataset's own default
+(run/data.py: crop_flip for cifar_fs, fc100, cub, flowers102; none for shapes and
+Omniglot, whose rotations are classes of their own and whose strokes would not survive a
+flip); run/build.py wraps the meta-train sampler; `mmfsl data throughput` measures it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import itertools
-
-from typing import Callable
 
 import numpy as np
 
@@ -96,29 +93,18 @@ class AugmentedSampler:
     return map(self.sample, itertools.count())
 
 
-def resolve_augment(config) -> str:
-  """config.augment with "auto" replaced by the dataset's default: "none" or "crop_flip"."""
-  choice = config.augment
-  if choice == "auto":
-    from mmfsl_jax.data.sources.tfds import DATASETS
-    spec = DATASETS.get(config.dataset)
-    return spec.augment if spec is not None else "none"
-  if choice not in AUGMENTATIONS:
-    raise UserError(f"augment={choice!r} is not valid; choose auto, {', '.join(AUGMENTATIONS)}")
-  return choice
+def check_augment(name: str) -> str:
+  if name not in AUGMENTATIONS:
+    raise UserError(f"augmentation {name!r} is not valid; choose one of "
+                    f"{', '.join(AUGMENTATIONS)}")
+  return name
 
 
-def train_augmentation(config, image_size: int) -> Augment | None:
-  """The augment function of `config` for images of `image_size` pixels, or None."""
-  if resolve_augment(config) == "none" or "image" not in config.modalities:
-    return None
-  return crop_flip(padding=max(1, image_size // 8))
-
-
-def wrap_train_sampler(sampler, config):
-  """The meta-train sampler with the config's augmentation (the sampler itself if none)."""
+def augmented(sampler, name: str):
+  """`sampler` with the train-time augmentation `name` ("none": the sampler itself;
+  "crop_flip": padding of image_size // 8 pixels) on its images, if it has any."""
+  check_augment(name)
   images = sampler.dataset.examples.get("image")
-  if images is None:
+  if name == "none" or images is None:
     return sampler
-  augment = train_augmentation(config, int(images.shape[1]))
-  return sampler if augment is None else AugmentedSampler(sampler, augment)
+  return AugmentedSampler(sampler, crop_flip(padding=max(1, int(images.shape[1]) // 8)))

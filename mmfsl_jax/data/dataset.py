@@ -1,8 +1,8 @@
 """Class-indexed multimodal datasets: the input to the episode sampler."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import dataclasses
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class ClassDataset:
   @classmethod
   def from_lists(cls, examples: Mapping[str, Sequence], labels: Sequence[int],
                  class_names: Sequence[str], *, names: Sequence[str] | None = None,
-                 class_texts: Mapping[str, np.ndarray] | None = None) -> "ClassDataset":
+                 class_texts: Mapping[str, np.ndarray] | None = None) -> ClassDataset:
     """Builds a dataset from per-example lists (e.g. images loaded one by one).
 
     Each modality's items must share one shape; otherwise a UserError names the first item
@@ -92,11 +92,11 @@ class ClassDataset:
     return cls(examples=stacked, labels=np.asarray(labels, np.int32),
                class_names=tuple(class_names), class_texts=dict(class_texts or {}))
 
-  def replace(self, **changes) -> "ClassDataset":
+  def replace(self, **changes) -> ClassDataset:
     return dataclasses.replace(self, **changes)
 
   def with_modality(self, name: str, array: np.ndarray,
-                    class_array: np.ndarray | None = None) -> "ClassDataset":
+                    class_array: np.ndarray | None = None) -> ClassDataset:
     """A copy whose modality `name` (and its class-level entry, if given) is replaced."""
     examples = dict(self.examples)
     examples[name] = array

@@ -16,15 +16,13 @@ are laid out class by class (label-major), and support and query never share an 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import itertools
-
-from typing import Sequence
 
 import numpy as np
 
-from mmfsl_jax.errors import UserError
-
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.errors import UserError
 
 
 class EpisodeSampler:

@@ -5,8 +5,8 @@ meta-test text cannot leak into the model's inputs. Id 0 is padding, 1 is UNK.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 import re
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class WordVocabulary:
     self._ids = {t: i + 2 for i, t in enumerate(self.tokens)}
 
   @classmethod
-  def build(cls, texts: Iterable[str]) -> "WordVocabulary":
+  def build(cls, texts: Iterable[str]) -> WordVocabulary:
     seen: dict[str, None] = {}
     for text in texts:
       for w in words(text):

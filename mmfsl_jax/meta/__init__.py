@@ -6,16 +6,16 @@ anil, metasgd, reptile, baselinepp (Baseline++ transfer learning) and am3.
 from mmfsl_jax.meta.am3 import am3
 from mmfsl_jax.meta.anil import anil
 from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.baselinepp import baselinepp
+from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.maml import maml
 from mmfsl_jax.meta.metasgd import metasgd
 from mmfsl_jax.meta.paths import path_mask
-from mmfsl_jax.meta.protonet import class_means, prototype_logits, protonet
-from mmfsl_jax.meta.registry import METHODS
+from mmfsl_jax.meta.protonet import class_means, protonet, prototype_logits
+from mmfsl_jax.meta.registry import METHODS, Method
 from mmfsl_jax.meta.reptile import reptile
 from mmfsl_jax.meta.step import TrainState, batch_loss, init_train_state, make_meta_step
 
-__all__ = ["METHODS", "InnerLoop", "MetaLearner", "TrainState", "am3", "anil", "baselinepp", "batch_loss",
-           "class_means", "init_train_state", "make_meta_step", "maml", "metasgd", "path_mask",
-           "prototype_logits", "protonet", "reptile"]
+__all__ = ["METHODS", "InnerLoop", "MetaLearner", "Method", "TrainState", "am3", "anil",
+           "baselinepp", "batch_loss", "class_means", "init_train_state", "make_meta_step",
+           "maml", "metasgd", "path_mask", "prototype_logits", "protonet", "reptile"]

@@ -19,17 +19,17 @@ Metrics add "mix_weight", the mean l over the task's classes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
                                  inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import DISTANCES, class_means, prototype_logits
-from mmfsl_jax.core.model import MultimodalModel
 
 
 class _MLP(nn.Module):
@@ -132,11 +132,3 @@ def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
     return forward(params, task, key, False)[0]
 
   return MetaLearner(init, task_loss, predict)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  return am3(model, n_way=config.n_way, example_modalities=(
-      tuple(config.am3_example_modalities) or None), distance=config.distance,
-             cosine_scale=config.cosine_scale, align_weight=config.align_weight,
-             align_temperature=config.align_temperature, batch_norm=config.batch_norm)

@@ -7,21 +7,22 @@ makes each inner step as cheap as a linear layer. The meta-gradient still reache
 through the features (second order, unless `first_order`). A pattern that matches any body
 parameter is an error: adapting those is MAML (method=maml).
 
-Params, learned-rate options (per_step_inner_lr, per_parameter_lr), multi_step_loss,
-inner_checkpoint and batch_norm are as in maml.py; with batch_norm="transductive" the support
+Params, the inner loop's options (InnerLoop: learned rates, multi-step loss, checkpointing),
+`per_parameter_lr` and batch_norm are as in maml.py; with batch_norm="transductive" the support
 and the query are each embedded with their own batch statistics, as MAML does.
 """
 from __future__ import annotations
 
 import jax
 
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, embed_query,
                                  inputs_of, query_objective)
-from mmfsl_jax.meta.maml import (adapted_task_loss, core_params, family_kwargs, family_learner,
-                                 head_module, inner_options)
+from mmfsl_jax.meta.inner import InnerLoop
+from mmfsl_jax.meta.maml import (adapted_task_loss, core_params, family_learner, family_options,
+                                 head_module)
 from mmfsl_jax.meta.paths import merge, path_keys, path_mask
-from mmfsl_jax.core.model import MultimodalModel
 
 ADAPTABLE = (("head",), ("model", "fuse"))   # path prefixes after the body
 
@@ -36,7 +37,7 @@ def after_body_mask(core, pattern: str):
     raise UserError(f"ANIL adapts only the head and the fuser (paths head/... and "
                      f"model/fuse/...), but inner_params={pattern!r} also matches {body[:3]}"
                      f"{' ...' if len(body) > 3 else ''}; use e.g. 'head/.*' or "
-                     f"'head/.*|model/fuse/.*', or method=maml to adapt the body too")
+                     f"'head/.*|model/fuse/.*', or the maml learner to adapt the body too")
   return mask
 
 
@@ -44,17 +45,13 @@ def adapts_fuser(mask) -> bool:
   return any(jax.tree_util.tree_leaves(mask["model"].get("fuse", {})))
 
 
-def anil(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: float = 0.4,
-         first_order: bool = False, inner_loop: str = "scan", inner_params: str = "head/.*",
-         head_init: str = "zeros", align_weight: float = 0.0, align_temperature: float = 0.1,
-         per_step_inner_lr: bool = False, per_parameter_lr: bool = False,
-         lr_steps: int | None = None, multi_step_loss: bool = False,
-         inner_checkpoint: bool = False, batch_norm: str = "transductive",
-         zero_head: bool = False) -> MetaLearner:
-  options = inner_options(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
-                          inner_loop=inner_loop, per_step_inner_lr=per_step_inner_lr,
-                          per_parameter_lr=per_parameter_lr, lr_steps=lr_steps,
-                          inner_checkpoint=inner_checkpoint)
+def anil(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
+         inner_params: str = "head/.*", head_init: str = "zeros", align_weight: float = 0.0,
+         align_temperature: float = 0.1, batch_norm: str = "transductive",
+         zero_head: bool = False, per_parameter_lr: bool = False) -> MetaLearner:
+  """Arguments as for `maml`; `inner_params` may match only head and fuser parameters."""
+  options = family_options(inner, per_parameter_lr)
+  multi_step_loss = options.multi_step_loss
   check_batch_norm(batch_norm)
   head = head_module(n_way, head_init)
 
@@ -89,10 +86,3 @@ def anil(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
 
   return family_learner(model, head, lambda core: after_body_mask(core, inner_params),
                         options, multi_step_loss, run_inner, zero_head=zero_head)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  # inner_params' default ".*" (everything, for MAML) means ANIL's own default, the head.
-  pattern = "head/.*" if config.inner_params == ".*" else config.inner_params
-  return anil(model, inner_params=pattern, **family_kwargs(config, for_eval))

@@ -4,11 +4,16 @@ A task is a dict of arrays for ONE task (the sampler's batch with the leading B 
 removed; `jax.vmap` adds it back):
     support: {modality: [N*K, ...], "label": [N*K]},  query: {modality: [N*Q, ...], "label": [N*Q]}
 
-    params = learner.init(key, task)
+    params = learner.init(key, task)                        # {"model": ..., <the learner's>}
     loss, metrics = learner.task_loss(params, task, key)    # differentiable in params
     logits = learner.predict(params, task, key)             # [N*Q, N], after any adaptation
     fast = learner.adapt(params, task, key)                 # params after the inner loop
                                                             # (learners with one; else None)
+Every learner's params are a dict with the MultimodalModel's params under "model" and its
+own beside them ("head", "classifier", "am3", "inner_lr"), so code that needs the model's
+part (population batch norm, inner-loop paths such as "model/encoder/image/...") reads
+params["model"] whatever the learner.
+
 A task may also hold `class` ({modality: [N, ...]} class-level data in label order) and
 `class_id` ([N] the classes' indices in their split), which some learners use.
 
@@ -29,16 +34,17 @@ population's moments, estimated after training (population_norm.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import contextlib
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from mmfsl_jax.errors import UserError
 from mmfsl_jax.nn.align import info_nce
 from mmfsl_jax.nn.encoders.batch_norm import batch_stats_from
-from mmfsl_jax.errors import UserError
 
 BATCH_NORM = ("transductive", "inductive")
 

@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import class_means, prototype_logits
-from mmfsl_jax.core.model import MultimodalModel
 
 
 def cosine_logits(z: jax.Array, weight: jax.Array, scale: float) -> jax.Array:
@@ -106,14 +106,3 @@ def baselinepp(model: MultimodalModel, *, n_way: int, num_classes: int,
     return cosine_logits(fused[n_support:], head, cosine_scale)
 
   return MetaLearner(init, task_loss, predict)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  if num_classes is None:
-    raise UserError("baselinepp needs the number of training classes (num_classes)")
-  return baselinepp(model, n_way=config.n_way, num_classes=num_classes,
-                    cosine_scale=config.cosine_scale, finetune_steps=config.finetune_steps,
-                    finetune_lr=config.finetune_lr, align_weight=config.align_weight,
-                    align_temperature=config.align_temperature, batch_norm=config.batch_norm,
-                    check_class_ids=not for_eval)

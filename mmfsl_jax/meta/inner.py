@@ -26,7 +26,8 @@ no longer grows with the number of steps (experiments/bench/README.md has number
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,19 +47,23 @@ class InnerLoop(NamedTuple):
   per_step_lr: bool = False
   lr_steps: int | None = None       # steps the learned rates are stored for (None: steps)
   checkpoint: bool = False
+  multi_step_loss: bool = False     # MAML++: the task loss averages the query loss of every step
 
-  def check(self) -> "InnerLoop":
+  def check(self) -> InnerLoop:
     if self.loop not in LOOPS:
       raise UserError(f"unknown inner_loop {self.loop!r}; choose one of {LOOPS}")
     if self.learned_lr not in LEARNED_LR:
       raise UserError(f"unknown learned_lr {self.learned_lr!r}; choose one of {LEARNED_LR}")
     if self.steps < 1:
-      raise UserError(f"inner_steps must be at least 1, got {self.steps}")
+      raise UserError(f"inner steps must be at least 1, got {self.steps}")
+    if self.lr <= 0:
+      raise UserError(f"the inner learning rate must be positive, got {self.lr}")
     if self.lr_steps is not None and self.lr_steps < 1:
       raise UserError(f"lr_steps must be at least 1, got {self.lr_steps}")
     if self.per_step_lr and self.learned_lr == "none":
       raise UserError("per_step_lr needs learned rates: set learned_lr to 'per_tensor' or "
                        "'per_parameter'")
+
     return self
 
   @property

@@ -3,16 +3,16 @@
 The learner's params are {"model": ..., "head": linear [d -> N]} (plus "inner_lr" when inner
 rates are learned). For each task the parameters matched by `inner_params` (a regular
 expression over '/'-joined param paths, e.g. "head/.*" adapts only the head; see paths.py)
-take `inner_steps` gradient steps on the support loss (inner.py); the query loss at the
+take `inner.steps` gradient steps on the support loss (inner.py); the query loss at the
 adapted parameters is the task loss. Second order by default: the meta-gradient goes
 through the inner loop; `first_order=True` treats the inner gradients as constants.
 
 MAML++ options (Antoniou et al. 2019):
-- `per_step_inner_lr`: a learned inner rate per step and per adapted tensor (starting at
-  `inner_lr`), meta-trained with the initialisation;
-- `multi_step_loss`: the task loss is the mean of the query losses after every inner step
+- `InnerLoop.per_step_lr`: a learned inner rate per step and per adapted tensor (starting at
+  the inner `lr`), meta-trained with the initialisation;
+- `InnerLoop.multi_step_loss`: the task loss is the mean of the query losses after every inner step
   (uniform weights; MAML++ anneals them towards the last step), metrics are the last step's;
-- `inner_checkpoint`: `jax.checkpoint` around each inner step, so the memory of the
+- `InnerLoop.checkpoint`: `jax.checkpoint` around each inner step, so the memory of the
   backward pass stays flat as inner steps grow, at the price of recomputing each step.
 `per_parameter_lr=True` is Meta-SGD (metasgd.py): a learned rate per parameter entry.
 
@@ -27,21 +27,22 @@ second-order term to hold it back.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta import inner
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, embed_query,
                                  inputs_of, query_objective)
+from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.paths import merge, path_mask, select
-from mmfsl_jax.core.model import MultimodalModel
 
-__all__ = ["adapted_task_loss", "family_learner", "from_config", "head_module",
-           "inner_options", "maml", "path_mask"]
+__all__ = ["adapted_task_loss", "family_learner", "family_options", "head_module", "maml",
+           "path_mask"]
 
 
 def head_module(n_way: int, head_init: str = "zeros") -> nn.Dense:
@@ -51,14 +52,12 @@ def head_module(n_way: int, head_init: str = "zeros") -> nn.Dense:
                   else nn.initializers.lecun_normal())
 
 
-def inner_options(*, inner_steps: int, inner_lr: float, first_order: bool, inner_loop: str,
-                  per_step_inner_lr: bool, per_parameter_lr: bool, lr_steps: int | None,
-                  inner_checkpoint: bool) -> inner.InnerLoop:
+def family_options(inner_loop: InnerLoop, per_parameter_lr: bool) -> InnerLoop:
+  """The inner loop with its learned-rate kind set: Meta-SGD's per-parameter rates, MAML++'s
+  per-step per-tensor rates (`per_step_lr`), or MAML's fixed rate; checked."""
   learned = ("per_parameter" if per_parameter_lr else
-             "per_tensor" if per_step_inner_lr else "none")
-  return inner.InnerLoop(steps=inner_steps, lr=inner_lr, first_order=first_order,
-                         loop=inner_loop, learned_lr=learned, per_step_lr=per_step_inner_lr,
-                         lr_steps=lr_steps, checkpoint=inner_checkpoint).check()
+             "per_tensor" if inner_loop.per_step_lr else "none")
+  return inner_loop._replace(learned_lr=learned).check()
 
 
 def core_params(params) -> dict:
@@ -122,20 +121,16 @@ def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
   return MetaLearner(init, task_loss, predict, adapt)
 
 
-def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: float = 0.4,
-         first_order: bool = False, inner_loop: str = "scan", inner_params: str = ".*",
-         head_init: str = "zeros", align_weight: float = 0.0, align_temperature: float = 0.1,
-         per_step_inner_lr: bool = False, per_parameter_lr: bool = False,
-         lr_steps: int | None = None, multi_step_loss: bool = False,
-         inner_checkpoint: bool = False, batch_norm: str = "transductive",
-         zero_head: bool = False) -> MetaLearner:
-  """`lr_steps`: how many steps learned per-step rates are stored for (default
-  `inner_steps`); build the evaluation learner with the training value. `zero_head`: see
-  the module docstring."""
-  options = inner_options(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
-                          inner_loop=inner_loop, per_step_inner_lr=per_step_inner_lr,
-                          per_parameter_lr=per_parameter_lr, lr_steps=lr_steps,
-                          inner_checkpoint=inner_checkpoint)
+def maml(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
+         inner_params: str = ".*", head_init: str = "zeros", align_weight: float = 0.0,
+         align_temperature: float = 0.1, batch_norm: str = "transductive",
+         zero_head: bool = False, per_parameter_lr: bool = False) -> MetaLearner:
+  """`inner` holds every inner-loop setting (steps, rate, order, MAML++ options; inner.py);
+  its `lr_steps` is how many steps learned per-step rates are stored for (default
+  `steps`): build the evaluation learner with the training value. `zero_head`: see the
+  module docstring. `per_parameter_lr` makes it Meta-SGD (metasgd.py)."""
+  options = family_options(inner, per_parameter_lr)
+  multi_step_loss = options.multi_step_loss
   check_batch_norm(batch_norm)
   head = head_module(n_way, head_init)
 
@@ -167,19 +162,3 @@ def maml(model: MultimodalModel, *, n_way: int, inner_steps: int = 1, inner_lr: 
 
   return family_learner(model, head, lambda core: path_mask(core, inner_params), options,
                         multi_step_loss, run_inner, zero_head=zero_head)
-
-
-def family_kwargs(config, for_eval: bool) -> dict:
-  """The MAML-family settings of a config (evaluation may run more inner steps)."""
-  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
-  return dict(n_way=config.n_way, inner_steps=steps, lr_steps=config.inner_steps,
-              inner_lr=config.inner_lr, first_order=config.first_order,
-              inner_loop=config.inner_loop, per_step_inner_lr=config.per_step_inner_lr,
-              multi_step_loss=config.multi_step_loss, inner_checkpoint=config.inner_checkpoint,
-              batch_norm=config.batch_norm, align_weight=config.align_weight,
-              align_temperature=config.align_temperature, zero_head=config.zero_head)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  return maml(model, inner_params=config.inner_params, **family_kwargs(config, for_eval))

@@ -2,22 +2,17 @@
 
 The rates have the shapes of the adapted parameters, start at `inner_lr` and are
 meta-trained with the initialisation (params["inner_lr"], a pytree like the adapted part).
-With `per_step_inner_lr` there is one such array per inner step. Everything else -- the
+With `InnerLoop.per_step_lr` there is one such array per inner step. Everything else -- the
 inner-loop subset, MAML++ options, batch norm -- is MAML's (maml.py); with all rates equal
 and fixed it is MAML.
 """
 from __future__ import annotations
 
-from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.maml import family_kwargs, maml
 from mmfsl_jax.core.model import MultimodalModel
+from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.maml import maml
 
 
 def metasgd(model: MultimodalModel, *, n_way: int, **kwargs) -> MetaLearner:
   """Keyword arguments as for `maml` (`per_parameter_lr` is always True)."""
   return maml(model, n_way=n_way, per_parameter_lr=True, **kwargs)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  return metasgd(model, inner_params=config.inner_params, **family_kwargs(config, for_eval))

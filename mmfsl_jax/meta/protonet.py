@@ -3,7 +3,7 @@
 Support and query are encoded in one call (batch norm statistics from the whole task, or
 from the support alone with `batch_norm="inductive"`; see base.py), class prototypes are the
 mean support embeddings, and logits are negative squared euclidean distances or scaled
-cosine similarities to them.
+cosine similarities to them. Params: {"model": the MultimodalModel's}, as every learner's.
 
 `fuse_level="example"` fuses each example and averages fused vectors; `fuse_level="class"`
 averages each modality into per-class prototypes first and fuses those (AM3-style per-class
@@ -14,12 +14,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
                                  inputs_of, query_objective)
-from mmfsl_jax.core.model import MultimodalModel
 
 DISTANCES = ("euclidean", "cosine")
+FUSE_LEVELS = ("example", "class")
 
 
 def class_means(embeddings: jax.Array, labels: jax.Array, n_way: int) -> jax.Array:
@@ -48,23 +49,24 @@ def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
   check_batch_norm(batch_norm)
   if distance not in DISTANCES:
     raise UserError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
-  if fuse_level not in ("example", "class"):
+  if fuse_level not in FUSE_LEVELS:
     raise UserError(f"unknown fuse_level {fuse_level!r}; choose 'example' or 'class'")
 
   def init(key, task):
-    return model.init(key, concat_inputs(inputs_of(task["support"]), inputs_of(task["query"])))
+    inputs = concat_inputs(inputs_of(task["support"]), inputs_of(task["query"]))
+    return {"model": model.init(key, inputs)}
 
   def forward(params, task, key, train):
     support, query = task["support"], task["query"]
     n_support = support["label"].shape[0]
-    fused, aligned = embed_task(model, params, support, query, train=train, key=key,
+    fused, aligned = embed_task(model, params["model"], support, query, train=train, key=key,
                                 batch_norm=batch_norm)
     if fuse_level == "example":
       prototypes = class_means(fused[:n_support], support["label"], n_way)
     else:
       per_modality = {m: class_means(z[:n_support], support["label"], n_way)
                       for m, z in aligned.items()}
-      prototypes = model.fuse(params, per_modality)
+      prototypes = model.fuse(params["model"], per_modality)
     logits = prototype_logits(fused[n_support:], prototypes, distance, cosine_scale)
     return logits, aligned
 
@@ -77,11 +79,3 @@ def protonet(model: MultimodalModel, *, n_way: int, distance: str = "euclidean",
     return forward(params, task, key, False)[0]
 
   return MetaLearner(init, task_loss, predict)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  return protonet(model, n_way=config.n_way, distance=config.distance,
-                  cosine_scale=config.cosine_scale, fuse_level=config.fuse_level,
-                  align_weight=config.align_weight, align_temperature=config.align_temperature,
-                  batch_norm=config.batch_norm)

@@ -1,26 +1,47 @@
-"""Meta-learners by config name: `method=NAME` builds METHODS[NAME](config, model, ...).
+"""Meta-learners by name, with what each can do: `learner.name=NAME` in a config.
 
-Each entry is a module's `from_config(config, model, *, for_eval, num_classes)`; adding a
-method is adding its module and one line here (and its name to config.CHOICES["method"]).
-`for_eval` builds the learner for evaluation (e.g. `eval_inner_steps`); `num_classes` is
-the number of training classes (Baseline++'s classifier).
+    METHODS[name].constructor(model, n_way=..., ...) -> MetaLearner   (plain arguments)
+
+Capabilities, read by run/build.py and the evaluators instead of lists of names:
+- any_way: classifies any number of classes (prototypes, or a head fitted per task); the
+  others have a head of n_way outputs and are evaluated at their training way only;
+- inner_loop: adapts by gradient steps on the support set at test time (`inner.eval_steps`);
+- second_order: a differentiated inner loop, so the MAML++ options and zero_head apply.
+Adding a method is adding its module and one entry here, and its arguments in
+run/build.py's `build_learner`.
 """
 from __future__ import annotations
 
-from mmfsl_jax.meta.am3 import from_config as am3
-from mmfsl_jax.meta.anil import from_config as anil
-from mmfsl_jax.meta.baselinepp import from_config as baselinepp
-from mmfsl_jax.meta.maml import from_config as maml
-from mmfsl_jax.meta.metasgd import from_config as metasgd
-from mmfsl_jax.meta.protonet import from_config as protonet
-from mmfsl_jax.meta.reptile import from_config as reptile
+from collections.abc import Callable
+from typing import NamedTuple
+
+from mmfsl_jax.meta.am3 import am3
+from mmfsl_jax.meta.anil import anil
+from mmfsl_jax.meta.baselinepp import baselinepp
+from mmfsl_jax.meta.maml import maml
+from mmfsl_jax.meta.metasgd import metasgd
+from mmfsl_jax.meta.protonet import protonet
+from mmfsl_jax.meta.reptile import reptile
+
+
+class Method(NamedTuple):
+  constructor: Callable
+  any_way: bool = False
+  inner_loop: bool = False
+  second_order: bool = False
+
 
 METHODS = {
-    "protonet": protonet,
-    "maml": maml,
-    "anil": anil,
-    "metasgd": metasgd,
-    "reptile": reptile,
-    "baselinepp": baselinepp,
-    "am3": am3,
+    "protonet": Method(protonet, any_way=True),
+    "maml": Method(maml, inner_loop=True, second_order=True),
+    "anil": Method(anil, inner_loop=True, second_order=True),
+    "metasgd": Method(metasgd, inner_loop=True, second_order=True),
+    "reptile": Method(reptile, inner_loop=True),
+    "baselinepp": Method(baselinepp, any_way=True),
+    "am3": Method(am3, any_way=True),
 }
+
+
+def names_with(capability: str) -> tuple[str, ...]:
+  """The methods that have `capability` (any_way, inner_loop or second_order)."""
+  return tuple(name for name, method in METHODS.items() if getattr(method, capability))

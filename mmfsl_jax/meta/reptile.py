@@ -31,13 +31,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmfsl_jax.meta import inner
+from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta import inner as inner_loop
 from mmfsl_jax.meta.base import (MetaLearner, alignment_loss, check_batch_norm, concat_inputs,
                                  cross_entropy, embed_query, inputs_of, query_objective)
+from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.maml import core_params, head_module
 from mmfsl_jax.meta.paths import merge, path_mask, select
-from mmfsl_jax.core.model import MultimodalModel
 
 
 def reptile_objective(theta, phi) -> jax.Array:
@@ -47,23 +48,24 @@ def reptile_objective(theta, phi) -> jax.Array:
                    zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)))
 
 
-def reptile_step(loss_fn, theta, key, options: inner.InnerLoop):
+def reptile_step(loss_fn, theta, key, options: InnerLoop):
   """SGD from theta on `loss_fn(phi, key)`, then the Reptile objective.
 
   Returns (objective, phi, support losses [steps]).
   """
   options = options._replace(first_order=True, learned_lr="none", per_step_lr=False)
-  phi, losses, _ = inner.run(loss_fn, jax.lax.stop_gradient(theta), None, key, options)
+  phi, losses, _ = inner_loop.run(loss_fn, jax.lax.stop_gradient(theta), None, key, options)
   return reptile_objective(theta, phi), phi, losses
 
 
-def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
-            inner_lr: float = 0.4, inner_loop: str = "scan", inner_params: str = ".*",
+def reptile(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(steps=5),
+            inner_params: str = ".*",
             head_init: str = "zeros", align_weight: float = 0.0,
             align_temperature: float = 0.1, batch_norm: str = "transductive",
             inner_batch: int | None = None) -> MetaLearner:
-  options = inner.InnerLoop(steps=inner_steps, lr=inner_lr, first_order=True,
-                            loop=inner_loop).check()
+  """`inner`: the SGD steps (steps, lr, loop); always first order, fixed rates."""
+  options = inner._replace(first_order=True, learned_lr="none", per_step_lr=False,
+                           multi_step_loss=False).check()
   check_batch_norm(batch_norm)
   if inner_batch is not None and inner_batch < 1:
     raise UserError(f"inner_batch must be at least 1 (or None: the whole support set), got "
@@ -134,12 +136,3 @@ def reptile(model: MultimodalModel, *, n_way: int, inner_steps: int = 5,
     return run_inner(params, task, key)[1]
 
   return MetaLearner(init, task_loss, predict, adapt)
-
-
-def from_config(config, model: MultimodalModel, *, for_eval: bool = False,
-                num_classes: int | None = None) -> MetaLearner:
-  steps = config.eval_inner_steps if (for_eval and config.eval_inner_steps) else config.inner_steps
-  return reptile(model, n_way=config.n_way, inner_steps=steps, inner_lr=config.inner_lr,
-                 inner_loop=config.inner_loop, inner_params=config.inner_params,
-                 align_weight=config.align_weight, align_temperature=config.align_temperature,
-                 batch_norm=config.batch_norm, inner_batch=config.reptile_inner_batch or None)

@@ -14,7 +14,8 @@ update are finite; `skip_nonfinite=True` drops an update where any of them is no
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,8 @@ import optax
 
 from mmfsl_jax.meta.base import MetaLearner
 
-# Subtrees that hold named components rather than one component's parameters.
+# Subtrees of the params layout (meta/base.py) that hold named components rather than one
+# component's parameters: the learner's "model" and the model's "encoder" (one per modality).
 GROUP_CONTAINERS = ("model", "encoder")
 
 
@@ -123,8 +125,8 @@ def param_groups(params) -> dict[str, Any]:
   """The parameter groups of a params pytree, by '/'-joined path.
 
   A group is a top-level subtree, except that "model" and "encoder" (dicts of components)
-  are opened: protonet params give encoder/image, encoder/text, align, fuse; MAML's give
-  model/encoder/image, ..., model/fuse, head.
+  are opened: a learner's params give model/encoder/image, model/encoder/text, model/align,
+  model/fuse and its own (head, classifier, ...); a bare model's give encoder/image, ...
   """
   groups: dict[str, Any] = {}
 

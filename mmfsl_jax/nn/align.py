@@ -7,7 +7,7 @@ apart, usable as an auxiliary loss term with a weight.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax

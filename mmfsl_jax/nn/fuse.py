@@ -16,7 +16,7 @@ unimodal ablations use the same code and the same parameters:
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,7 +39,8 @@ def weighted(modalities: Sequence[str], weights: Sequence[float] | None = None) 
   modalities = tuple(modalities)
   if weights is not None:
     weights = jnp.asarray(weights, jnp.float32)
-    if weights.shape != (len(modalities),) or bool(jnp.any(weights < 0)) or float(weights.sum()) <= 0:
+    if (weights.shape != (len(modalities),) or bool(jnp.any(weights < 0))
+        or float(weights.sum()) <= 0):
       raise ValueError(f"fixed fusion weights must be {len(modalities)} non-negative numbers "
                        f"with a positive sum, got {weights.tolist()}")
 
@@ -120,7 +121,8 @@ class _Attention(nn.Module):
     """tokens [n, M, d]; present bool [M] -> [n, d]."""
     n, m, d = tokens.shape
     tokens = tokens + self.param("modality_embedding", nn.initializers.normal(0.02), (m, d))
-    query = jnp.broadcast_to(self.param("query", nn.initializers.normal(0.02), (1, 1, d)), (n, 1, d))
+    query = self.param("query", nn.initializers.normal(0.02), (1, 1, d))
+    query = jnp.broadcast_to(query, (n, 1, d))
     mask = jnp.broadcast_to(present[None, None, None, :], (n, 1, 1, m))
     attended = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=d)(
         query, tokens, mask=mask)[:, 0]

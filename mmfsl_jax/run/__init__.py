@@ -6,5 +6,5 @@ Submodules load on first use, so `mmfsl` can import `run.host_memory` without ja
 import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
-    __name__, submodules=["build", "checkpoint", "config", "data", "evaluators", "faults",
-                          "host_memory", "sharding", "train"])
+    __name__, submodules=["build", "checkpoint", "config", "data", "evaluators", "faults", "legacy",
+                          "host_memory", "sharding", "throughput", "train", "workdir"])

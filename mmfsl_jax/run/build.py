@@ -1,29 +1,284 @@
-"""Builds the model, meta-learner and optimizer that a config names."""
+"""The builder: the one reader of a config. Sections in, library objects out.
+
+    config = build.effective_config(config)            # checked; `smoke=True` shrunk
+    splits, text = run.data.prepare_splits(config)     # data section -> ClassDatasets
+    model = build.build_model(config, text, splits["train"])
+    learner = build.build_learner(config, model, num_classes=...)
+    optimizer = build.build_optimizer(config)
+    train, val = build.training_samplers(config, splits)
+
+Everything below meta/, nn/ and data/ takes plain arguments; this module maps the config's
+sections onto them, and `check_config` holds the rules that span sections or that no
+constructor sees early enough (before any data is loaded). Choices are checked against the
+tuples of the modules that implement them, so no list of names is kept twice.
+"""
 from __future__ import annotations
 
+import ml_collections
 import optax
 
-from mmfsl_jax.nn import align
-
-from mmfsl_jax.nn import fuse
 from mmfsl_jax.core.component import Component
-from mmfsl_jax.run.data import TextInfo
+from mmfsl_jax.core.model import MultimodalModel, multimodal_model
+from mmfsl_jax.data import augment
+from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.data.sources import omniglot, tfds
+from mmfsl_jax.errors import ConfigError, UserError
+from mmfsl_jax.meta.base import BATCH_NORM, MetaLearner
+from mmfsl_jax.meta.inner import LOOPS, InnerLoop
+from mmfsl_jax.meta.protonet import DISTANCES, FUSE_LEVELS
+from mmfsl_jax.meta.registry import METHODS, names_with
+from mmfsl_jax.nn import align, fuse
+from mmfsl_jax.nn.encoders import conv_ops
 from mmfsl_jax.nn.encoders.image import conv4, resnet12
 from mmfsl_jax.nn.encoders.text import token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
-from mmfsl_jax.errors import ConfigError
-from mmfsl_jax.meta.base import MetaLearner
-from mmfsl_jax.meta.registry import METHODS
-from mmfsl_jax.core.model import MultimodalModel, multimodal_model
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.data import DATASET_INFO, TextInfo
+
+MODALITIES = ("image", "text")
+IMAGE_ENCODERS = ("conv4", "resnet12")
+TEXT_ENCODERS = ("bow", "gru", "pretrained")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "step", "cosine")
+
+# Dotted key -> the choices of the module that implements it.
+CHOICES = {
+    "data.name": tuple(DATASET_INFO),
+    "data.augment": ("auto",) + augment.AUGMENTATIONS,
+    "data.omniglot.tfds_splits": tfds.OMNIGLOT_SPLIT_SETS,
+    "data.omniglot.resize": tuple(omniglot.RESIZE_FILTERS),
+    "model.image.encoder": IMAGE_ENCODERS,
+    "model.image.conv_impl": conv_ops.IMPLS,
+    "model.image.pool": conv_ops.POOL_MODES,
+    "model.image.init": conv_ops.INITS,
+    "model.text.encoder": TEXT_ENCODERS,
+    "model.fuser": fuse.FUSERS,
+    "learner.name": tuple(METHODS),
+    "learner.distance": DISTANCES,
+    "learner.fuse_level": FUSE_LEVELS,
+    "learner.batch_norm": BATCH_NORM,
+    "inner.loop": LOOPS,
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": SCHEDULES,
+}
+POSITIVE = ("task.k_shot", "task.q_query", "task.meta_batch", "inner.steps",
+            "run.num_steps", "run.log_every", "run.eval_every", "run.checkpoint_every",
+            "eval.episodes", "eval.q_query", "eval.batch", "optim.lr", "inner.lr")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError, naming the keys, on any setting no run could use."""
+  for key, choices in CHOICES.items():
+    if config_lib.get_value(config, key) not in choices:
+      raise ConfigError(f"{key}={config_lib.get_value(config, key)!r} is not valid; choose one of "
+                        f"{', '.join(choices)}")
+  for key in POSITIVE:
+    if config_lib.get_value(config, key) <= 0:
+      raise ConfigError(f"{key} must be positive, got {config_lib.get_value(config, key)}")
+  mods = tuple(config.data.modalities)
+  if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
+    raise ConfigError(f"data.modalities={mods!r}: give a non-empty subset of {MODALITIES}")
+  _check_task_shapes(config)
+  _check_model(config, mods)
+  _check_learner(config, mods)
+  _check_schedule(config)
+  _check_data(config, mods)
+
+
+def _check_task_shapes(config) -> None:
+  if config.task.n_way < 2:
+    raise ConfigError(f"task.n_way must be at least 2, got {config.task.n_way}")
+  if config.run.val_episodes < 0:
+    raise ConfigError(f"run.val_episodes must be 0 (no validation) or positive, got "
+                      f"{config.run.val_episodes}")
+  if config.eval.n_way < 0 or config.eval.n_way == 1 or config.eval.k_shot < 0:
+    raise ConfigError(f"eval.n_way must be 0 (the training way) or at least 2, and "
+                      f"eval.k_shot 0 (the training shot) or at least 1; got "
+                      f"{config.eval.n_way}, {config.eval.k_shot}")
+  check_eval_way(config, evaluation_shape(config)[0], ConfigError)
+  chunk, batch = config.run.task_chunk, config.task.meta_batch
+  if chunk < 0 or (0 < chunk < batch and batch % chunk):
+    raise ConfigError(f"run.task_chunk={chunk} must be 0 (automatic), divide "
+                      f"task.meta_batch={batch}, or be at least it (all tasks at once)")
+
+
+def _check_model(config, mods) -> None:
+  model = config.model
+  if model.embed_dim < 0:
+    raise ConfigError(f"model.embed_dim must be 0 (no projection) or positive, got "
+                      f"{model.embed_dim}")
+  if model.embed_dim == 0 and tuple(model.projection_hidden):
+    raise ConfigError(f"model.projection_hidden={tuple(model.projection_hidden)} needs a "
+                      f"projection; set model.embed_dim to at least 1, or "
+                      f"model.projection_hidden=()")
+  weights = tuple(model.fuse_weights)
+  if weights and len(weights) != len(mods):
+    raise ConfigError(f"model.fuse_weights={weights} needs one weight per modality {mods}")
+  if weights and (min(weights) < 0 or sum(weights) <= 0):
+    raise ConfigError(f"model.fuse_weights must be non-negative with a positive sum, got "
+                      f"{weights}")
+  if model.fuser == "gated" and len(mods) == 2 and mods[1] != "text":
+    raise ConfigError("the gated fuser takes its gate from text: list data.modalities as "
+                      "('image', 'text')")
+  image_size = config.data.image_size or (
+      config.data.shapes.image_size if config.data.name == "shapes" else 0)
+  pools = 4 if model.image.encoder == "conv4" else len(model.image.resnet_channels)
+  if model.image.pool == "floor" and "image" in mods and 0 < image_size < 2 ** pools:
+    raise ConfigError(f"model.image.pool='floor' halves the image {pools} times, rounding "
+                      f"down: images of {image_size} pixels vanish before the last block; use "
+                      f"images of at least {2 ** pools} pixels or model.image.pool='same'")
+
+
+def _check_learner(config, mods) -> None:
+  name, learner, inner = config.learner.name, config.learner, config.inner
+  used = [f"inner.{k}" for k in ("per_step_lr", "multi_step_loss", "checkpoint") if inner[k]]
+  used += ["learner.zero_head"] if learner.zero_head else []
+  if used and not METHODS[name].second_order:
+    raise ConfigError(f"{', '.join(used)} apply to methods with a differentiated inner loop "
+                      f"({', '.join(names_with('second_order'))}), not learner.name={name}")
+  if inner.eval_steps < 0:
+    raise ConfigError(f"inner.eval_steps must be 0 (inner.steps) or positive, got "
+                      f"{inner.eval_steps}")
+  task_size = config.task.n_way * (config.task.k_shot + config.task.q_query)
+  if name == "reptile" and not 0 <= learner.reptile.inner_batch <= task_size:
+    raise ConfigError(f"learner.reptile.inner_batch={learner.reptile.inner_batch}: give 0 (the "
+                      f"whole support set) or at most a task's {task_size} support and query "
+                      f"examples (task.n_way * (task.k_shot + task.q_query))")
+  if learner.baselinepp.finetune_steps < 0 or learner.baselinepp.finetune_lr <= 0:
+    raise ConfigError(f"learner.baselinepp.finetune_steps must be >= 0 and finetune_lr "
+                      f"positive, got {learner.baselinepp.finetune_steps}, "
+                      f"{learner.baselinepp.finetune_lr}")
+  example_mods = tuple(learner.am3.example_modalities)
+  if name == "am3":
+    if "text" not in mods:
+      raise ConfigError(f"learner.name=am3 mixes class-level text into the prototypes: "
+                        f"data.modalities must include 'text' (got {mods}); use "
+                        f"learner.am3.example_modalities=\"('image',)\" for image-only examples")
+    if any(m not in mods for m in example_mods) or len(set(example_mods)) != len(example_mods):
+      raise ConfigError(f"learner.am3.example_modalities={example_mods!r}: give () or a subset "
+                        f"of data.modalities {mods}")
+  elif example_mods:
+    raise ConfigError(f"learner.am3.example_modalities applies to learner.name=am3, not "
+                      f"learner.name={name}")
+
+
+def _check_schedule(config) -> None:
+  optim = config.optim
+  if optim.schedule == "step" and (optim.decay_every < 1 or not 0 < optim.decay_factor <= 1):
+    raise ConfigError(f"optim.schedule='step' needs optim.decay_every >= 1 meta-steps and "
+                      f"0 < optim.decay_factor <= 1, got decay_every={optim.decay_every}, "
+                      f"decay_factor={optim.decay_factor}")
+  if optim.grad_clip < 0:
+    raise ConfigError(f"optim.grad_clip must be 0 (none) or positive, got {optim.grad_clip}")
+
+
+def _check_data(config, mods) -> None:
+  data = config.data
+  if data.image_size < 0:
+    raise ConfigError(f"data.image_size must be 0 (the dataset's own size) or positive, got "
+                      f"{data.image_size}")
+  alphabets_apply = (data.name == "omniglot" or (data.name == "tfds_omniglot"
+                                                 and data.omniglot.tfds_splits == "small"))
+  if alphabets_apply and not tuple(data.omniglot.val_alphabets) and config.run.val_episodes:
+    raise ConfigError("data.omniglot.val_alphabets=() leaves no validation classes: set "
+                      "run.val_episodes=0 (no validation; eval then uses the last checkpoint) "
+                      "or name a validation alphabet")
+
+
+def effective_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config a run uses: checked, and shrunk to a few seconds if `smoke`."""
+  check_config(config)
+  return config_lib.shrink_for_smoke(config) if config.smoke else config
+
+
+# ---------------------------------------------------------------------------------------------
+# Task shapes
+
+
+def evaluation_shape(config) -> tuple[int, int]:
+  """(n_way, k_shot) of validation and test tasks: eval.n_way / eval.k_shot, where 0 means
+  the training task's."""
+  return (config.eval.n_way or config.task.n_way, config.eval.k_shot or config.task.k_shot)
+
+
+def check_eval_way(config, n_way: int, error=ConfigError) -> None:
+  """Only learners that classify any way are evaluated at a way they were not trained for."""
+  name = config.learner.name
+  if n_way != config.task.n_way and not METHODS[name].any_way:
+    raise error(
+        f"the model is trained {config.task.n_way}-way with learner.name={name}, whose head "
+        f"has {config.task.n_way} outputs, so it cannot be evaluated {n_way}-way; train it with "
+        f"task.n_way={n_way}, or use one of {', '.join(names_with('any_way'))} (any way)")
+
+
+def eval_inner_steps(config) -> int | None:
+  """The inner steps the learner takes at test time (inner.eval_steps, else inner.steps);
+  None for learners without an inner loop."""
+  if not METHODS[config.learner.name].inner_loop:
+    return None
+  return config.inner.eval_steps or config.inner.steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers
+
+
+def task_sampler(config, split, *, role: str, batch_size: int | None = None,
+                 n_way: int | None = None, k_shot: int | None = None,
+                 q_query: int | None = None, seed: int | None = None,
+                 modalities=None, split_name: str | None = None) -> EpisodeSampler:
+  """The episode sampler of `role` over `split` (a ClassDataset):
+  "train": meta-training tasks (task section; the config's train augmentation),
+  "population": tasks shaped as those, not augmented (batch-norm moments), "val": the
+  validation tasks drawn during training, "test": evaluation tasks (eval section); the
+  keyword arguments replace single settings (`split_name` names the split in errors)."""
+  eval_way, eval_shot = evaluation_shape(config)
+  if role in ("train", "population"):
+    defaults = dict(n_way=config.task.n_way, k_shot=config.task.k_shot,
+                    q_query=config.task.q_query, batch_size=config.task.meta_batch,
+                    seed=config.seed)
+  elif role in ("val", "test"):
+    episodes = config.run.val_episodes if role == "val" else config.eval.episodes
+    defaults = dict(n_way=eval_way, k_shot=eval_shot, q_query=config.eval.q_query,
+                    batch_size=min(config.eval.batch, max(episodes, 1)),
+                    seed=config.eval.seed + (1 if role == "val" else 0))
+  else:
+    raise ValueError(f"unknown sampler role {role!r}")
+  given = dict(n_way=n_way, k_shot=k_shot, q_query=q_query, batch_size=batch_size, seed=seed)
+  settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+  if role == "population":
+    settings["batch_size"] = batch_size or 1
+  name = split_name or ("train" if role == "population" else role)
+  sampler = EpisodeSampler(split, split_name=name, modalities=modalities, **settings)
+  if role == "train":
+    from mmfsl_jax.run.data import train_augmentation
+    return augment.augmented(sampler, train_augmentation(config))
+  return sampler
+
+
+def training_samplers(config, splits) -> tuple:
+  """(meta-train sampler, validation sampler or None when run.val_episodes is 0)."""
+  train = task_sampler(config, splits["train"], role="train")
+  if not config.run.val_episodes:
+    return train, None
+  if "val" not in splits:
+    raise UserError("the data has no validation split; set run.val_episodes=0 to train "
+                    "without validation")
+  return train, task_sampler(config, splits["val"], role="val")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, learner, optimiser
 
 
 def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
+  text = config.model.text
   if text_info.kind == "features":
     if train_split is None:
       raise ConfigError("a precomputed-feature text modality needs the training split "
                         "(its features are standardised with the training statistics)")
     mean, std = fit_standardizer(train_split.examples["text"])
-    return vector_encoder(mean, std, hidden=(2 * config.text_dim,), out_dim=config.text_dim)
+    return vector_encoder(mean, std, hidden=(2 * text.dim,), out_dim=text.dim)
   if text_info.pretrained is not None:
     from mmfsl_jax.nn.encoders.pretrained_text import pretrained_text_encoder
     encoder = pretrained_text_encoder(text_info.pretrained)
@@ -32,69 +287,98 @@ def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
       return encoder.apply(params, {"ids": ids, "mask": (ids > 0).astype("int32")},
                            train=train, key=key)
     return Component(encoder.init, apply)
-  return token_text_encoder(text_info.vocab_size, config.text_dim,
-                            "mean" if config.text_encoder == "bow" else "gru")
+  return token_text_encoder(text_info.vocab_size, text.dim,
+                            "mean" if text.encoder == "bow" else "gru")
 
 
 def build_model(config, text_info: TextInfo | None, train_split=None) -> MultimodalModel:
-  """`train_split` is read only by a precomputed-feature text modality (for its statistics)."""
+  """The model section as a MultimodalModel over data.modalities. `train_split` is read
+  only by a precomputed-feature text modality (for its statistics)."""
+  model, mods = config.model, tuple(config.data.modalities)
   encoders = {}
-  for modality in config.modalities:
-    if modality == "image":
-      options = dict(conv_impl=config.conv_impl, pool=config.conv_pool,
-                     conv_init=config.conv_init)
-      encoders["image"] = (conv4(config.conv_channels, **options)
-                           if config.image_encoder == "conv4"
-                           else resnet12(tuple(config.resnet_channels), **options))
-    elif modality == "text":
-      encoders["text"] = _text_encoder(config, text_info, train_split)
-  aligner = align.projections(config.modalities, config.embed_dim, tuple(config.projection_hidden))
-  fuser = fuse.make_fuser(config.fuser, config.modalities,
-                          weights=tuple(config.fuse_weights) or None)
+  if "image" in mods:
+    image = model.image
+    options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
+    encoders["image"] = (conv4(image.channels, **options) if image.encoder == "conv4"
+                         else resnet12(tuple(image.resnet_channels), **options))
+  if "text" in mods:
+    encoders["text"] = _text_encoder(config, text_info, train_split)
+  aligner = align.projections(mods, model.embed_dim, tuple(model.projection_hidden))
+  fuser = fuse.make_fuser(model.fuser, mods, weights=tuple(model.fuse_weights) or None)
   return multimodal_model(encoders, aligner, fuser)
 
 
-def train_class_count(config) -> int:
-  """The number of classes in the config's training split (Baseline++'s classifier size).
+def inner_loop(config, *, for_eval: bool = False) -> InnerLoop:
+  """The inner section as an InnerLoop; for evaluation with inner.eval_steps (learned
+  per-step rates stay stored for the training steps)."""
+  inner = config.inner
+  steps = inner.eval_steps if (for_eval and inner.eval_steps) else inner.steps
+  return InnerLoop(steps=steps, lr=inner.lr, first_order=inner.first_order, loop=inner.loop,
+                   per_step_lr=inner.per_step_lr, lr_steps=inner.steps,
+                   checkpoint=inner.checkpoint, multi_step_loss=inner.multi_step_loss)
 
-  Read from the config for "shapes"; other datasets' splits are built to count them (pass
-  `num_classes` to `build_learner` where the splits are at hand).
-  """
-  if config.dataset == "shapes":
-    return int(config.shapes.classes_per_split[0])
+
+def train_class_count(config) -> int:
+  """The number of classes in the training split (Baseline++'s classifier size); built
+  splits are counted where they are not at hand."""
+  if config.data.name == "shapes":
+    return int(config.data.shapes.classes_per_split[0])
   from mmfsl_jax.run.data import build_splits
   return build_splits(config)["train"].num_classes
 
 
-def build_learner(config, model: MultimodalModel, *, for_eval: bool = False,
-                  num_classes: int | None = None) -> MetaLearner:
-  """The meta-learner `config.method` names (meta/registry.py).
-
-  `for_eval` builds it for evaluation (`eval_inner_steps`); `num_classes` is the number of
-  training classes, needed by baselinepp only (else counted by `train_class_count`).
-  """
-  if config.method not in METHODS:
-    raise ConfigError(f"method={config.method!r} is not valid; choose one of "
-                      f"{', '.join(METHODS)}")
-  if config.method == "baselinepp" and num_classes is None:
-    num_classes = train_class_count(config)
-  return METHODS[config.method](config, model, for_eval=for_eval, num_classes=num_classes)
+def build_learner(config, model: MultimodalModel, *, n_way: int | None = None,
+                  num_classes: int | None = None, for_eval: bool = False) -> MetaLearner:
+  """The learner section's meta-learner (meta/registry.py) for `n_way`-way tasks (default
+  task.n_way). `for_eval`: with the test-time inner steps; `num_classes`: the training
+  classes (baselinepp only; counted when not given)."""
+  learner, name = config.learner, config.learner.name
+  if name not in METHODS:
+    raise ConfigError(f"learner.name={name!r} is not valid; choose one of {', '.join(METHODS)}")
+  common = dict(n_way=n_way or config.task.n_way, align_weight=learner.align_weight,
+                align_temperature=learner.align_temperature, batch_norm=learner.batch_norm)
+  constructor = METHODS[name].constructor
+  if name == "protonet":
+    return constructor(model, distance=learner.distance, cosine_scale=learner.cosine_scale,
+                       fuse_level=learner.fuse_level, **common)
+  if name == "am3":
+    return constructor(model, example_modalities=tuple(learner.am3.example_modalities) or None,
+                       distance=learner.distance, cosine_scale=learner.cosine_scale, **common)
+  if name == "baselinepp":
+    return constructor(model, num_classes=num_classes or train_class_count(config),
+                       cosine_scale=learner.cosine_scale,
+                       finetune_steps=learner.baselinepp.finetune_steps,
+                       finetune_lr=learner.baselinepp.finetune_lr,
+                       check_class_ids=not for_eval, **common)
+  inner = inner_loop(config, for_eval=for_eval)
+  params = {"inner_params": config.inner.params} if config.inner.params else {}
+  if name == "reptile":
+    return constructor(model, inner=inner, inner_batch=learner.reptile.inner_batch or None,
+                       **params, **common)
+  return constructor(model, inner=inner, zero_head=learner.zero_head, **params, **common)
 
 
 def learning_rate(config) -> float | optax.Schedule:
   """The meta-optimiser's rate: a float when constant, else an optax schedule of the step
   count (which the optimiser state carries, so a resumed run continues the schedule)."""
-  if config.lr_schedule == "step":
-    return optax.exponential_decay(config.learning_rate, config.lr_decay_every,
-                                   config.lr_decay_factor, staircase=True)
-  if config.lr_schedule == "cosine":
-    return optax.cosine_decay_schedule(config.learning_rate, config.num_steps)
-  return config.learning_rate
+  optim = config.optim
+  if optim.schedule == "step":
+    return optax.exponential_decay(optim.lr, optim.decay_every, optim.decay_factor,
+                                   staircase=True)
+  if optim.schedule == "cosine":
+    return optax.cosine_decay_schedule(optim.lr, config.run.num_steps)
+  return optim.lr
 
 
 def build_optimizer(config) -> optax.GradientTransformation:
   rate = learning_rate(config)
-  base = optax.adam(rate) if config.optimizer == "adam" else optax.sgd(rate, momentum=0.9)
-  if config.grad_clip:
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+  base = optax.adam(rate) if config.optim.name == "adam" else optax.sgd(rate, momentum=0.9)
+  if config.optim.grad_clip:
+    return optax.chain(optax.clip_by_global_norm(config.optim.grad_clip), base)
   return base
+
+
+def task_mesh(config):
+  """The device mesh tasks are split over (run.shard_tasks), or None (one device)."""
+  from mmfsl_jax.run.sharding import task_mesh_for
+  return task_mesh_for(config.run.shard_tasks)

@@ -19,21 +19,26 @@ can save that step again.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import copy
 import json
-import warnings
 from pathlib import Path
+import warnings
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from mmfsl_jax.errors import CheckpointError
 from mmfsl_jax.meta.step import TrainState
 
 METADATA_FILE = "_CHECKPOINT_METADATA"   # orbax's per-step metadata, written before commit
+# The params layout of the states saved (meta/base.py: every learner's model under "model"),
+# kept in each checkpoint's metadata; checkpoints without it are of layout 1, where ProtoNet's
+# params were the model's own (run/legacy.py reads them).
+PARAMS_LAYOUT = 2
 
 
 class CheckpointWarning(UserWarning):
@@ -115,11 +120,16 @@ class Checkpoints:
   """The latest-N and best-by-validation checkpoint managers of one workdir.
 
   `create=False` opens an existing workdir without creating or cleaning anything (eval).
+  `old_layout(like)`: the abstract state a checkpoint of params layout 1 holds where this
+  learner's layout has changed since (else None); such a checkpoint is restored into it and
+  its leaves put into `like`'s structure (the layouts differ by single-key dict levels, which
+  keep the order of the leaves).
   """
 
-  def __init__(self, workdir: str | Path, keep: int = 2, create: bool = True):
+  def __init__(self, workdir: str | Path, keep: int = 2, create: bool = True,
+               old_layout: Callable[[TrainState], TrainState | None] | None = None):
     workdir = Path(workdir).absolute()
-    self.keep, self.create = keep, create
+    self.keep, self.create, self.old_layout = keep, create, old_layout
     self.latest = self._manager(workdir / "checkpoints", max_to_keep=keep)
     self.best = self._open_best(workdir / "best")
 
@@ -176,6 +186,7 @@ class Checkpoints:
     if step not in self.latest.all_steps():
       self.latest.save(step, args=ocp.args.StandardSave(_as_dict(state)),
                        custom_metadata={"fingerprint": fingerprint(_as_dict(state)),
+                                        "params_layout": PARAMS_LAYOUT,
                                         "extra": copy.deepcopy(extra or {})})
 
   def save_best(self, state: TrainState, val_accuracy: float) -> None:
@@ -183,7 +194,8 @@ class Checkpoints:
     if self.best is not None and step not in self.best.all_steps():
       self.best.save(step, args=ocp.args.StandardSave(_as_dict(state)),
                      metrics={"val_accuracy": float(val_accuracy)},
-                     custom_metadata={"fingerprint": fingerprint(_as_dict(state))})
+                     custom_metadata={"fingerprint": fingerprint(_as_dict(state)),
+                                      "params_layout": PARAMS_LAYOUT})
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -201,7 +213,10 @@ class Checkpoints:
     """The state saved at `step` and its extra JSON; CorruptCheckpoint or orbax's error if it
     cannot be read. Checkpoints without a fingerprint (older versions) are not verified."""
     metadata = self._custom_metadata(manager, step)
-    abstract = jax.tree_util.tree_map(_restore_target, _as_dict(like))
+    saved_like = like
+    if metadata.get("params_layout", 1) < PARAMS_LAYOUT and self.old_layout is not None:
+      saved_like = self.old_layout(like) or like
+    abstract = jax.tree_util.tree_map(_restore_target, _as_dict(saved_like))
     restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     expected = metadata.get("fingerprint")
     if expected:
@@ -211,6 +226,9 @@ class Checkpoints:
         shown = ", ".join(wrong[:4]) + (f" and {len(wrong) - 4} more" if len(wrong) > 4 else "")
         raise CorruptCheckpoint(f"{len(wrong)} array(s) do not match the fingerprint saved "
                                 f"with them: {shown}")
+    if saved_like is not like:
+      restored = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(_as_dict(like)),
+                                              jax.tree_util.tree_leaves(restored))
     return TrainState(**restored), dict(metadata.get("extra") or {})
 
   def restore(self, manager: ocp.CheckpointManager, step: int, like: TrainState) -> TrainState:

@@ -1,12 +1,13 @@
-"""From a config to ready-to-sample splits: build the dataset, turn raw text into arrays.
+"""From a config's `data` section to ready-to-sample splits: build the dataset, turn raw text
+into arrays.
 
-Datasets (`config.dataset`): "shapes" (generated), "omniglot" (the zip files, in
-`config.data_dir` or $MMFSL_OMNIGLOT_DIR), and the TFDS-backed "tfds_omniglot", "cifar_fs",
-"fc100", "cub", "flowers102" (prepared TFDS data in `config.data_dir`, else TFDS's default
-directory; see data/tfds_datasets.py). `config.image_size` 0 means the dataset's own size.
-Omniglot is image only: asking it for 'text' is an error before anything is loaded.
+Datasets (`data.name`): "shapes" (generated), "omniglot" (the zip files, in `data.dir` or
+$MMFSL_OMNIGLOT_DIR), and the TFDS-backed "tfds_omniglot", "cifar_fs", "fc100", "cub",
+"flowers102" (prepared TFDS data in `data.dir`, else TFDS's default directory; see
+data/sources/tfds.py). `data.image_size` 0 means the dataset's own size. Omniglot is image
+only: asking it for 'text' is an error before anything is loaded.
 
-Raw text (object arrays of strings) becomes, by `config.text_encoder`:
+Raw text (object arrays of strings) becomes, by `model.text.encoder`:
 - "bow" / "gru": word ids [n, L] from a vocabulary of the meta-train split;
 - "pretrained", frozen: cached features [n, D] of the pretrained model (computed once per
   distinct string), which the model then treats as a vector modality;
@@ -19,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mmfsl_jax.errors import UserError
-
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.sources.shapes import ShapesConfig, shapes_splits
 from mmfsl_jax.data.text import WordVocabulary
+from mmfsl_jax.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -34,18 +34,18 @@ class TextInfo:
   kind: str                      # "ids" or "features"
   vocab_size: int = 0
   feature_dim: int = 0
-  pretrained: Any = None         # a PretrainedText when text_encoder == "pretrained"
+  pretrained: Any = None         # a PretrainedText when model.text.encoder == "pretrained"
 
 
-# dataset -> (modalities it has, image channels, default image size)
+# dataset -> (modalities it has, image channels, default image size, default augmentation)
 DATASET_INFO = {
-    "shapes": (("image", "text"), 3, 32),
-    "omniglot": (("image",), 1, 28),
-    "tfds_omniglot": (("image",), 1, 28),
-    "cifar_fs": (("image",), 3, 32),
-    "fc100": (("image",), 3, 32),
-    "cub": (("image",), 3, 84),
-    "flowers102": (("image",), 3, 84),
+    "shapes": (("image", "text"), 3, 32, "none"),
+    "omniglot": (("image",), 1, 28, "none"),
+    "tfds_omniglot": (("image",), 1, 28, "none"),
+    "cifar_fs": (("image",), 3, 32, "crop_flip"),
+    "fc100": (("image",), 3, 32, "crop_flip"),
+    "cub": (("image",), 3, 84, "crop_flip"),
+    "flowers102": (("image",), 3, 84, "crop_flip"),
 }
 # Datasets whose only text is their class names (class-level text, never per example).
 _NAME_TEXT = ("cifar_fs", "fc100", "cub", "flowers102")
@@ -66,59 +66,69 @@ def dataset_channels(name: str) -> int:
 
 
 def dataset_image_size(config) -> int:
-  """The image size a config's data has: config.image_size, or the dataset's default."""
-  if config.image_size:
-    return int(config.image_size)
-  if config.dataset == "shapes":
-    return int(config.shapes.image_size)
-  return _dataset_info(config.dataset)[2]
+  """The image size a config's data has: data.image_size, or the dataset's default."""
+  if config.data.image_size:
+    return int(config.data.image_size)
+  if config.data.name == "shapes":
+    return int(config.data.shapes.image_size)
+  return _dataset_info(config.data.name)[2]
+
+
+def train_augmentation(config) -> str:
+  """data.augment with "auto" replaced by the dataset's default ("none" or "crop_flip")."""
+  if config.data.augment == "auto":
+    return _dataset_info(config.data.name)[3]
+  return config.data.augment
 
 
 def check_dataset_modalities(config) -> None:
   """UserError when the config asks for a modality its dataset does not have."""
-  has = dataset_modalities(config.dataset)
-  missing = [m for m in config.modalities if m not in has]
-  if "text" in missing and config.dataset in _NAME_TEXT:
+  name = config.data.name
+  has = dataset_modalities(name)
+  missing = [m for m in config.data.modalities if m not in has]
+  if "text" in missing and name in _NAME_TEXT:
     raise UserError(
-        f"dataset {config.dataset!r} has text per class (its class names), not per example: "
-        f"encoding a query's text would give its label away. Use modalities=\"('image',)\"; "
+        f"dataset {name!r} has text per class (its class names), not per example: "
+        f"encoding a query's text would give its label away. Use "
+        f"data.modalities=\"('image',)\"; "
         f"class names are kept as class-level text (ClassDataset.class_texts) for "
         f"prototype-level (AM3-style) fusion")
   if missing:
-    with_text = [n for n, (mods, _, _) in DATASET_INFO.items() if "text" in mods]
+    with_text = [n for n, info in DATASET_INFO.items() if "text" in info[0]]
     raise UserError(
-        f"dataset {config.dataset!r} has only the modalities {has}, but modalities="
-        f"{tuple(config.modalities)} asks for {missing}. Set modalities=\"{has}\""
-        + (" (as the omniglot_protonet config does)" if "omniglot" in config.dataset else "")
+        f"dataset {name!r} has only the modalities {has}, but data.modalities="
+        f"{tuple(config.data.modalities)} asks for {missing}. Set data.modalities=\"{has}\""
+        + (" (as the omniglot_protonet config does)" if "omniglot" in name else "")
         + f", or choose a dataset with text: {', '.join(with_text)}")
 
 
 def build_splits(config) -> dict[str, ClassDataset]:
   check_dataset_modalities(config)
-  data_dir = str(config.data_dir) if config.data_dir else None
-  if config.dataset == "shapes":
+  data = config.data
+  data_dir = str(data.dir) if data.dir else None
+  if data.name == "shapes":
     fields = {f.name for f in dataclasses.fields(ShapesConfig)}
     values = {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-              for k, v in config.shapes.items() if k in fields}
-    if config.image_size:
-      values["image_size"] = int(config.image_size)
+              for k, v in data.shapes.items() if k in fields}
+    if data.image_size:
+      values["image_size"] = int(data.image_size)
     return shapes_splits(ShapesConfig(**values))
   image_size = dataset_image_size(config)
-  if config.dataset == "omniglot":
+  omniglot = data.omniglot
+  if data.name == "omniglot":
     from mmfsl_jax.data.sources.omniglot import omniglot_splits
-    return omniglot_splits(data_dir, val_alphabets=tuple(config.omniglot.val_alphabets),
-                           test_alphabets=tuple(config.omniglot.test_alphabets),
-                           rotations=bool(config.omniglot.rotations), image_size=image_size,
-                           resize=config.omniglot.resize)
+    return omniglot_splits(data_dir, val_alphabets=tuple(omniglot.val_alphabets),
+                           test_alphabets=tuple(omniglot.test_alphabets),
+                           rotations=bool(omniglot.rotations), image_size=image_size,
+                           resize=omniglot.resize)
   from mmfsl_jax.data.sources.tfds import tfds_splits
-  if config.dataset == "tfds_omniglot":
+  if data.name == "tfds_omniglot":
     return tfds_splits("tfds_omniglot", data_dir=data_dir, image_size=image_size,
-                       tfds_splits=config.omniglot.tfds_splits,
-                       val_alphabets=tuple(config.omniglot.val_alphabets),
-                       test_alphabets=tuple(config.omniglot.test_alphabets),
-                       rotations=bool(config.omniglot.rotations),
-                       resize=config.omniglot.resize)
-  return tfds_splits(config.dataset, data_dir=data_dir, image_size=image_size)
+                       tfds_splits=omniglot.tfds_splits,
+                       val_alphabets=tuple(omniglot.val_alphabets),
+                       test_alphabets=tuple(omniglot.test_alphabets),
+                       rotations=bool(omniglot.rotations), resize=omniglot.resize)
+  return tfds_splits(data.name, data_dir=data_dir, image_size=image_size)
 
 
 def _map_text(splits, fn):
@@ -143,25 +153,25 @@ def _pad_to_same_length(splits):
 
 
 def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInfo | None]:
-  if "text" not in config.modalities:
+  text = config.model.text
+  if "text" not in config.data.modalities:
     return ({n: ds.replace(examples={m: a for m, a in ds.examples.items() if m != "text"},
                            class_texts={m: a for m, a in ds.class_texts.items() if m != "text"})
              if "text" in ds.examples and len(ds.examples) > 1 else ds
              for n, ds in splits.items()}, None)
   if "text" not in splits["train"].examples:
-    raise UserError(f"modalities include 'text' but dataset {config.dataset!r} has only "
-                     f"{list(splits['train'].modalities)}")
-  if config.text_encoder in ("bow", "gru"):
+    raise UserError(f"data.modalities include 'text' but dataset {config.data.name!r} has "
+                     f"only {list(splits['train'].modalities)}")
+  if text.encoder in ("bow", "gru"):
     vocab = WordVocabulary.build(splits["train"].examples["text"])
-    out = _map_text(splits, lambda texts: vocab.encode(texts, config.text_max_length))
+    out = _map_text(splits, lambda texts: vocab.encode(texts, text.max_length))
     return _pad_to_same_length(out), TextInfo("ids", vocab_size=vocab.size)
-  from mmfsl_jax.nn.encoders.pretrained_text import (TextFeatureCache, load_pretrained_text,
-                                                  tokenize)
-  pretrained = load_pretrained_text(config.text_model)
-  if config.text_trainable:
-    out = _map_text(splits, lambda t: tokenize(pretrained, t, config.text_max_length)["ids"])
+  from mmfsl_jax.nn.encoders.pretrained_text import TextFeatureCache, load_pretrained_text, tokenize
+  pretrained = load_pretrained_text(text.pretrained)
+  if text.trainable:
+    out = _map_text(splits, lambda t: tokenize(pretrained, t, text.max_length)["ids"])
     return _pad_to_same_length(out), TextInfo("ids", pretrained=pretrained)
-  cache = TextFeatureCache(pretrained, max_length=config.text_max_length)
+  cache = TextFeatureCache(pretrained, max_length=text.max_length)
   out = _map_text(splits, cache)
   return out, TextInfo("features", feature_dim=pretrained.dim, pretrained=pretrained)
 
@@ -170,7 +180,7 @@ def prepare_splits(config) -> tuple[dict[str, ClassDataset], TextInfo | None]:
   """The config's dataset with only its modalities, text turned into arrays."""
   splits = build_splits(config)
   splits, text_info = prepare_text(splits, config)
-  keep = tuple(config.modalities)
+  keep = tuple(config.data.modalities)
   splits = {n: ds.replace(examples={m: ds.examples[m] for m in keep if m in ds.examples},
                           class_texts={m: a for m, a in ds.class_texts.items() if m in keep})
             for n, ds in splits.items()}

@@ -13,10 +13,10 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 import shutil
 import signal
 import threading
-from pathlib import Path
 
 from mmfsl_jax.errors import UserError
 

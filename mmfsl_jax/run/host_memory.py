@@ -20,10 +20,10 @@ where the tunable is already set, or where MMFSL_HUGE_PAGES=0.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
-import sys
 from pathlib import Path
-from typing import Mapping
+import sys
 
 TUNABLE = "glibc.malloc.hugetlb"
 OPT_OUT = "MMFSL_HUGE_PAGES"

@@ -18,12 +18,12 @@ back to each host whole through `to_host`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 from mmfsl_jax.errors import UserError
 
@@ -58,12 +58,12 @@ def task_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (TASK_AXIS,))
 
 
-def check_splits(meta_batch: int, mesh: Mesh, what: str = "meta_batch") -> None:
+def check_splits(meta_batch: int, mesh: Mesh, what: str = "task.meta_batch") -> None:
   """A clear error where `meta_batch` tasks cannot be split evenly over the mesh's devices."""
   if meta_batch % mesh.size:
     raise UserError(f"{meta_batch} tasks ({what}) do not split evenly over {mesh.size} "
-                    f"devices: make {what} a multiple of {mesh.size}, or set shard_tasks=False "
-                    f"to run on one device")
+                    f"devices: make {what} a multiple of {mesh.size}, or set "
+                    f"run.shard_tasks=False to run on one device")
 
 
 def shard_tasks(batch, mesh: Mesh, *, pad: bool = False):
@@ -86,11 +86,11 @@ def shard_tasks(batch, mesh: Mesh, *, pad: bool = False):
   return _place(batch, NamedSharding(mesh, PartitionSpec(TASK_AXIS)))
 
 
-def task_mesh_for(config) -> Mesh | None:
+def task_mesh_for(shard: bool) -> Mesh | None:
   """The mesh `mmfsl train`, `mmfsl eval` and `mmfsl bench` split tasks over: every device
-  (of every process) when there are several and `config.shard_tasks`; None (one device,
-  nothing placed) otherwise."""
-  if not config.shard_tasks or jax.device_count() < 2:
+  (of every process) when there are several and `shard` (the config's run.shard_tasks);
+  None (one device, nothing placed) otherwise."""
+  if not shard or jax.device_count() < 2:
     return None
   return task_mesh()
 

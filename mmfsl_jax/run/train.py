@@ -23,47 +23,44 @@ Faults (see faults.py and checkpoint.py):
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmfsl_jax.data.pipeline import prefetch
+from mmfsl_jax.errors import CheckpointError, UserError
+from mmfsl_jax.meta.step import TrainState, init_train_state, make_meta_step
+from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run.checkpoint import Checkpoints, state_bytes
-from mmfsl_jax.data.augment import wrap_train_sampler
-from mmfsl_jax.data.pipeline import prefetch
 from mmfsl_jax.run.data import prepare_splits
-from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.run.evaluators.episodic import evaluate_episodes, make_batched_predict
-from mmfsl_jax.run.build import build_learner, build_model, build_optimizer, learning_rate
 from mmfsl_jax.run.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
-                              check_free_space, describe_nonfinite, is_disk_full)
-from mmfsl_jax.meta.step import init_train_state, make_meta_step
-from mmfsl_jax.run.sharding import (check_splits, is_primary, replicate, shard_tasks, task_mesh_for,
-                                to_host)
+                                  check_free_space, describe_nonfinite, is_disk_full)
+from mmfsl_jax.run.sharding import check_splits, is_primary, replicate, shard_tasks, to_host
+from mmfsl_jax.run.workdir import open_checkpoints
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
-           "effective_config", "check_workdir", "save_config", "make_samplers"]
+           "check_workdir", "save_config"]
 
 # Settings a resumed run may change: how long to train and how often to log, validate, save.
 # skip_nonfinite_steps too: a run stopped by a non-finite step is resumed with it set.
 # conv_impl, task_chunk and shard_tasks too: they change how and where the step is computed
 # (so a run can move to more devices), not what it computes.
-RESUMABLE_CHANGES = ("num_steps", "log_every", "eval_every", "checkpoint_every", "val_episodes",
-                     "eval_episodes", "skip_nonfinite_steps", "conv_impl", "task_chunk",
-                     "shard_tasks")
+RESUMABLE_CHANGES = ("run.num_steps", "run.log_every", "run.eval_every", "run.checkpoint_every",
+                     "run.val_episodes", "eval.episodes", "run.skip_nonfinite_steps",
+                     "model.image.conv_impl", "run.task_chunk", "run.shard_tasks")
 KEEP_CHECKPOINTS = 2
-
-
-def effective_config(config):
-  config_lib.validate(config)
-  return config_lib.shrink_for_smoke(config) if config.smoke else config
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -74,17 +71,6 @@ def _write_atomically(path: Path, text: str) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
-
-
-def _with_defaults(saved: dict, defaults: dict) -> dict:
-  """`saved` with the keys it lacks taken from `defaults` (recursively)."""
-  merged = dict(saved)
-  for key, value in defaults.items():
-    if key not in merged:
-      merged[key] = value
-    elif isinstance(value, dict) and isinstance(merged[key], dict):
-      merged[key] = _with_defaults(merged[key], value)
-  return merged
 
 
 def check_workdir(workdir: Path, config) -> None:
@@ -108,12 +94,12 @@ def check_workdir(workdir: Path, config) -> None:
     except ValueError as error:
       raise CheckpointError(f"{saved} is not valid JSON ({error}); restore it from a copy or "
                             f"use a new workdir") from None
-    # A field added to the library since that run had its default value there.
-    previous = _with_defaults(previous, config_lib.config_to_dict(config_lib.base_config()))
-    if bool(previous.get("val_episodes")) != bool(config.val_episodes):
+    # An older layout is translated; a field added since that run had its default there.
+    previous = config_lib.saved_config(previous)
+    if bool(previous["run"]["val_episodes"]) != bool(config.run.val_episodes):
       raise CheckpointError(
-          f"{workdir} holds a run {'with' if previous.get('val_episodes') else 'without'} "
-          f"validation; val_episodes may change on resume but not to or from 0 (the best "
+          f"{workdir} holds a run {'with' if previous['run']['val_episodes'] else 'without'} "
+          f"validation; run.val_episodes may change on resume but not to or from 0 (the best "
           f"checkpoint, which eval uses, would mean something else)")
     diffs = [d for d in config_lib.config_differences(previous, current)
              if d.split(":")[0] not in RESUMABLE_CHANGES]
@@ -127,23 +113,6 @@ def check_workdir(workdir: Path, config) -> None:
 def save_config(workdir: Path, config) -> None:
   _write_atomically(workdir / "config.json",
                     json.dumps(config_lib.config_to_dict(config), indent=2))
-
-
-def make_samplers(config, splits):
-  train = EpisodeSampler(splits["train"], n_way=config.n_way, k_shot=config.k_shot,
-                         q_query=config.q_query, batch_size=config.meta_batch, seed=config.seed,
-                         split_name="train")
-  train = wrap_train_sampler(train, config)  # augmentation where the dataset calls for it
-  if not config.val_episodes:
-    return train, None   # no validation
-  if "val" not in splits:
-    raise UserError("the data has no validation split; set val_episodes=0 to train without "
-                    "validation")
-  eval_config = config_lib.evaluation_config(config)
-  val = EpisodeSampler(splits["val"], n_way=eval_config.n_way, k_shot=eval_config.k_shot,
-                       q_query=config.eval_q_query, seed=config.eval_seed + 1, split_name="val",
-                       batch_size=min(config.eval_batch, config.val_episodes))
-  return train, val
 
 
 def _parse(line: str) -> dict | None:
@@ -185,137 +154,188 @@ def _disk_full(workdir: Path, checkpoints: Checkpoints, error: BaseException) ->
                         f"and run the same command to resume.")
 
 
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(workdir: Path, checkpoints: Checkpoints):
+  """A full disk (while training or while a checkpoint is written) as a DiskSpaceError."""
+  try:
+    yield
+  except Exception as error:
+    if is_disk_full(error):
+      raise _disk_full(workdir, checkpoints, error) from error
+    raise
+
+
+def _due(done: int, every: int, last: int) -> bool:
+  return done % every == 0 or done == last
+
+
+@dataclasses.dataclass
+class _Run:
+  """Everything a training run needs besides its checkpoints, built from the config."""
+  config: ml_collections.ConfigDict
+  workdir: Path
+  state: TrainState
+  meta_step: Callable
+  predict: Callable
+  make_batch: Callable[[int], dict]
+  val_sampler: object
+  mesh: object
+  rate: object
+  primary: bool
+
+  def say(self, message: str) -> None:
+    if self.primary:   # of several processes, only the first writes logs and messages
+      tqdm.write(message)
+
+
+def _set_up(config, workdir: Path) -> _Run:
+  splits, text_info = prepare_splits(config)
+  train_sampler, val_sampler = build.training_samplers(config, splits)
+  model = build.build_model(config, text_info, splits["train"])
+  num_classes = splits["train"].num_classes
+  learner = build.build_learner(config, model, num_classes=num_classes)
+  eval_learner = build.build_learner(config, model, n_way=build.evaluation_shape(config)[0],
+                                     for_eval=True, num_classes=num_classes)
+  optimizer = build.build_optimizer(config)
+  example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
+  state = init_train_state(learner, optimizer, example_task, config.seed)
+  check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
+  mesh = build.task_mesh(config)
+  make_batch = train_sampler.sample
+  if mesh is not None:   # before restoring, so that a checkpoint comes back replicated
+    check_splits(config.task.meta_batch, mesh)
+    state = replicate(state, mesh)
+    make_batch = lambda step: shard_tasks(train_sampler.sample(step), mesh)  # prefetch's thread
+  meta_step = make_meta_step(learner, optimizer, check_finite=True,
+                             skip_nonfinite=config.run.skip_nonfinite_steps,
+                             task_chunk=config.run.task_chunk)
+  return _Run(config, workdir, state, meta_step,
+              make_batched_predict(eval_learner, config.run.task_chunk), make_batch,
+              val_sampler, mesh, build.learning_rate(config), is_primary())
+
+
+class _TrainLog:
+  """Hook: per-step metrics gathered into one train record every run.log_every steps (the
+  window of an unfinished record is saved with each checkpoint)."""
+
+  def __init__(self, run: _Run, file, window: list[dict], bar, start: int):
+    self.run, self.file, self.window, self.bar = run, file, window, bar
+    self.skipping = bool(run.config.run.skip_nonfinite_steps)
+    self.t0 = time.time()
+    self.record: dict = {"step": start}
+
+  def after_step(self, step: int, metrics, finite, checkpoints: Checkpoints) -> None:
+    metrics, finite = to_host((metrics, finite))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    bad = [k for k, ok in finite.items() if not ok]
+    if bad and not self.skipping:
+      last = checkpoints.latest_step()
+      raise NonFiniteLossError(
+          f"non-finite {describe_nonfinite(bad)} at step {step} ({_short(metrics)}); the last "
+          f"good checkpoint {f'(step {last}) ' if last is not None else ''}is kept. Lower "
+          f"optim.lr or inner.lr, set optim.grad_clip, check the data, or set "
+          f"run.skip_nonfinite_steps=True to skip such steps.")
+    self.window.append({**metrics, "skipped": True} if bad else metrics)
+    done, settings = step + 1, self.run.config.run
+    if not _due(done, settings.log_every, settings.num_steps):
+      return
+    record = {"step": done, "split": "train", "steps": len(self.window),
+              "time": round(time.time() - self.t0, 2), **_summarise(self.window, self.skipping)}
+    if callable(self.run.rate):   # a schedule: the rate of the window's last step
+      record["learning_rate"] = float(self.run.rate(done - 1))
+    self.file.write(json.dumps(record) + "\n")
+    self.file.flush()
+    if record["loss"] is not None:
+      self.bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+    self.record, self.window[:] = record, []
+
+
+def _validate(run: _Run, state: TrainState, file, checkpoints: Checkpoints, done: int) -> None:
+  """Hook: validation episodes every run.eval_every steps; the best state kept."""
+  settings = run.config.run
+  if run.val_sampler is None or not _due(done, settings.eval_every, settings.num_steps):
+    return
+  summary = evaluate_episodes(run.predict, state.params, run.val_sampler,
+                              settings.val_episodes, run.mesh)
+  file.write(json.dumps({"step": done, "split": "val", **summary}) + "\n")
+  file.flush()
+  checkpoints.save_best(state, summary["accuracy"]["mean"])
+  run.say(f"step {done}: val accuracy {summary['accuracy']['mean']:.4f} "
+          f"± {summary['accuracy']['ci95']:.4f}")
+
+
+def _stopped(run: _Run, state: TrainState, start: int, window: list[dict],
+             checkpoints: Checkpoints, stop: StopSignals) -> TrainingStopped:
+  """After SIGTERM/SIGINT: the reached step saved and waited for; the error to raise."""
+  at = int(state.step)
+  if at > start:
+    checkpoints.save_latest(state, {"window": window})
+  checkpoints.wait()
+  saved = (f"checkpoint saved in {run.workdir / 'checkpoints' / str(at)}"
+           if checkpoints.latest_step() == at else "no step was run, nothing to save")
+  return TrainingStopped(stop.signum, at,
+                         f"stopped by {stop.name} at step {at}; {saved}. Run the same "
+                         f"command to resume.")
+
+
+def _train(run: _Run, checkpoints: Checkpoints, progress: bool) -> dict:
+  """The loop: resume, then meta-steps with the hooks (log, validation, checkpoints, signals)
+  until run.num_steps; returns the last train record."""
+  state, window = run.state, []
+  resumed = checkpoints.resume(state)
+  if resumed is not None:
+    state, extra = resumed
+    window = list(extra.get("window", []))
+    run.say(f"resuming from step {int(state.step)} in {run.workdir}")
+  metrics_path = run.workdir / "metrics.jsonl"
+  if run.primary:
+    _trim_metrics(metrics_path, int(state.step))
+  if run.mesh is not None:
+    processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    run.say(f"meta-batch of {run.config.task.meta_batch} tasks split over {run.mesh.size} "
+            f"devices{processes}")
+  settings, start = run.config.run, int(state.step)
+  bar = tqdm(total=settings.num_steps, initial=start, disable=not (progress and run.primary),
+             desc="meta-train")
+  stop = StopSignals()
+  with contextlib.closing(bar), stop, (
+      metrics_path.open("a") if run.primary else open(os.devnull, "w")) as file:
+    log = _TrainLog(run, file, window, bar, start)
+    for step, batch in prefetch(run.make_batch, start, settings.num_steps):
+      if stop.signum is not None:
+        error = _stopped(run, state, start, log.window, checkpoints, stop)
+        bar.close()
+        print(f"mmfsl: {error}", file=sys.stderr, flush=True)
+        raise error
+      state, metrics, finite = run.meta_step(state, batch)
+      log.after_step(step, metrics, finite, checkpoints)
+      done = step + 1
+      _validate(run, state, file, checkpoints, done)
+      if _due(done, settings.checkpoint_every, settings.num_steps):
+        checkpoints.save_latest(state, {"window": log.window})
+      bar.update(1)
+    checkpoints.wait()   # still inside StopSignals: a late signal cannot cut the last save
+  return log.record
+
+
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
   """Meta-trains per `config` in `workdir`; returns the final log record.
 
   Raises NonFiniteLossError, DiskSpaceError, CheckpointError (user errors) and, after a
   SIGTERM/SIGINT and a saved checkpoint, TrainingStopped.
   """
-  config = effective_config(config)
-  skipping = bool(config.get("skip_nonfinite_steps", False))
+  config = build.effective_config(config)
   workdir = Path(workdir)
   check_workdir(workdir, config)
-  splits, text_info = prepare_splits(config)
-  train_sampler, val_sampler = make_samplers(config, splits)
-  model = build_model(config, text_info, splits["train"])
-  num_classes = splits["train"].num_classes
-  learner = build_learner(config, model, num_classes=num_classes)
-  eval_learner = build_learner(config_lib.evaluation_config(config), model, for_eval=True,
-                               num_classes=num_classes)
-  optimizer = build_optimizer(config)
-  rate = learning_rate(config)
-  example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
-  state = init_train_state(learner, optimizer, example_task, config.seed)
-  check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
-  mesh = task_mesh_for(config)
-  if mesh is not None:   # before restoring, so that a checkpoint comes back replicated
-    check_splits(config.meta_batch, mesh)
-    state = replicate(state, mesh)
-  primary = is_primary()   # of several processes, only the first writes logs and config.json
-  say = tqdm.write if primary else lambda message: None
-  if primary:
+  run = _set_up(config, workdir)
+  if run.primary:
     save_config(workdir, config)
-
-  checkpoints = Checkpoints(workdir, keep=KEEP_CHECKPOINTS)
-  metrics_path = workdir / "metrics.jsonl"
-  window: list[dict] = []
+  checkpoints = open_checkpoints(workdir, config, keep=KEEP_CHECKPOINTS)
   try:
-    resumed = checkpoints.resume(state)
-  except BaseException:
-    checkpoints.close()
-    raise
-  if resumed is not None:
-    state, extra = resumed
-    window = list(extra.get("window", []))
-    say(f"resuming from step {int(state.step)} in {workdir}")
-  if primary:
-    _trim_metrics(metrics_path, int(state.step))
-
-  make_batch = train_sampler.sample
-  if mesh is not None:
-    make_batch = lambda step: shard_tasks(train_sampler.sample(step), mesh)  # in prefetch's thread
-    processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    say(f"meta-batch of {config.meta_batch} tasks split over {mesh.size} devices{processes}")
-  meta_step = make_meta_step(learner, optimizer, check_finite=True, skip_nonfinite=skipping,
-                             task_chunk=config.task_chunk)
-  predict = make_batched_predict(eval_learner, config.task_chunk)
-  start = int(state.step)
-  record: dict = {"step": start}
-  bar = tqdm(total=config.num_steps, initial=start, disable=not (progress and primary),
-             desc="meta-train")
-  t0 = time.time()
-  stop = StopSignals()
-  stopped = False
-  try:
-    with stop, (metrics_path.open("a") if primary else open(os.devnull, "w")) as log:
-      for step, batch in prefetch(make_batch, start, config.num_steps):
-        if stop.signum is not None:
-          stopped = True
-          break
-        state, metrics, finite = meta_step(state, batch)
-        metrics, finite = to_host((metrics, finite))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        bad = [k for k, ok in finite.items() if not ok]
-        if bad and not skipping:
-          last = checkpoints.latest_step()
-          raise NonFiniteLossError(
-              f"non-finite {describe_nonfinite(bad)} at step {step} ({_short(metrics)}); "
-              f"the last good checkpoint "
-              f"{f'(step {last}) ' if last is not None else ''}is kept. Lower learning_rate "
-              f"or inner_lr, set grad_clip, check the data, or set skip_nonfinite_steps=True "
-              f"to skip such steps.")
-        window.append({**metrics, "skipped": True} if bad else metrics)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.num_steps:
-          record = {"step": done, "split": "train", "steps": len(window),
-                    "time": round(time.time() - t0, 2), **_summarise(window, skipping)}
-          if callable(rate):   # a schedule: the rate of the window's last step
-            record["learning_rate"] = float(rate(done - 1))
-          log.write(json.dumps(record) + "\n")
-          log.flush()
-          if record["loss"] is not None:
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
-          window = []
-        if val_sampler is not None and (done % config.eval_every == 0
-                                        or done == config.num_steps):
-          summary = evaluate_episodes(predict, state.params, val_sampler, config.val_episodes,
-                                      mesh)
-          val = {"step": done, "split": "val", **{f"{k}": v for k, v in summary.items()}}
-          log.write(json.dumps(val) + "\n")
-          log.flush()
-          checkpoints.save_best(state, summary["accuracy"]["mean"])
-          say(f"step {done}: val accuracy {summary['accuracy']['mean']:.4f} "
-              f"± {summary['accuracy']['ci95']:.4f}")
-        if done % config.checkpoint_every == 0 or done == config.num_steps:
-          checkpoints.save_latest(state, {"window": window})
-        bar.update(1)
-      if stopped:
-        at = int(state.step)
-        if at > start:
-          checkpoints.save_latest(state, {"window": window})
+    with _disk_full_is_a_user_error(workdir, checkpoints):
+      try:
+        return _train(run, checkpoints, progress)
+      finally:
         checkpoints.wait()
-        saved = (f"checkpoint saved in {workdir / 'checkpoints' / str(at)}"
-                 if checkpoints.latest_step() == at else "no step was run, nothing to save")
-        message = (f"stopped by {stop.name} at step {at}; {saved}. Run the same command to "
-                   f"resume.")
-        raise TrainingStopped(stop.signum, at, message)
-      checkpoints.wait()   # still inside StopSignals: a late signal cannot cut the last save
-  except TrainingStopped as stop_error:
-    bar.close()
-    print(f"mmfsl: {stop_error}", file=sys.stderr, flush=True)
-    raise
-  except Exception as error:
-    if is_disk_full(error):
-      raise _disk_full(workdir, checkpoints, error) from error
-    raise
   finally:
-    bar.close()
-    try:
-      checkpoints.wait()
-    except Exception as error:
-      if is_disk_full(error):
-        raise _disk_full(workdir, checkpoints, error) from error
-      raise
-    finally:
-      checkpoints.close()
-  return record
+    checkpoints.close()

@@ -9,8 +9,12 @@ tasks, a per-task Python loop as learn2learn's examples run them, Adam outer ste
             to class means; cross-entropy on the query.
 Prints one JSON line: median meta-steps/s and tasks/s.
 """
-import argparse, json, statistics, sys, time
+import argparse
+import json
 from pathlib import Path
+import statistics
+import sys
+import time
 
 
 def main():
@@ -62,7 +66,9 @@ def main():
   fn()  # warm-up
   times = []
   for _ in range(a.iters):
-    t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
   med = statistics.median(times)
   print(json.dumps({"peer": f"torch-{a.variant}", "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "ways": a.ways, "shots": a.shots,

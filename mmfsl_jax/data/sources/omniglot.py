@@ -31,21 +31,18 @@ by the zips' names, sizes and mtimes and by image_size; an unreadable cache is r
 """
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 import io
-import json
 import os
 import pathlib
 import re
-import tempfile
-import warnings
 import zipfile
 import zlib
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
+from mmfsl_jax.data import cache
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.errors import UserError
 
@@ -68,7 +65,7 @@ def resolve_omniglot_dir(path: PathLike | None = None, *,
                          required: Sequence[str] = OMNIGLOT_FILES) -> pathlib.Path:
   """The Omniglot directory: `path`, else $MMFSL_OMNIGLOT_DIR; it must hold `required` files.
 
-  An empty `path` ("", the config's default data_dir) counts as not given.
+  An empty `path` ("", the config's default data.dir) counts as not given.
   """
   if path is None or str(path) == "":
     path = os.environ.get(OMNIGLOT_ENV) or None
@@ -168,43 +165,10 @@ def _check_image_size(image_size: int) -> int:
 # Cache
 
 
-def default_cache_dir() -> pathlib.Path:
-  """$XDG_CACHE_HOME/mmfsl_jax, else ~/.cache/mmfsl_jax."""
-  base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(base) / "mmfsl_jax"
-
-
 def _cache_file(cache_dir: PathLike | None, kind: str, zips: Sequence[pathlib.Path],
                 image_size: int, resize: str) -> pathlib.Path:
-  stats = [(z.name, z.stat().st_size, z.stat().st_mtime_ns) for z in zips]
-  key = json.dumps([_CACHE_VERSION, kind, image_size, resize, stats]).encode()
-  digest = hashlib.sha1(key).hexdigest()[:16]
-  directory = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
-  return directory / f"omniglot_{kind}_{image_size}px_{resize}_{digest}.npz"
-
-
-def _cached(cache_file: pathlib.Path, keys: Sequence[str],
-            build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """The arrays in `cache_file`, or `build()`'s (then stored there; failures only warn)."""
-  try:
-    with np.load(cache_file, allow_pickle=False) as stored:
-      return {key: stored[key] for key in keys}
-  except Exception:  # missing, truncated or foreign: rebuild it
-    pass
-  arrays = build()
-  temp = None
-  try:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    # Written under a temporary name and renamed, so readers never see a partial file.
-    with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as f:
-      temp = pathlib.Path(f.name)
-      np.savez(f, **arrays)
-    os.replace(temp, cache_file)
-  except OSError as error:
-    warnings.warn(f"could not write Omniglot cache {str(cache_file)!r}: {error}")
-    if temp is not None:
-      temp.unlink(missing_ok=True)
-  return arrays
+  return cache.cache_path(cache_dir, f"omniglot_{kind}_{image_size}px_{resize}",
+                          [_CACHE_VERSION, kind, image_size, resize, cache.file_stats(zips)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +220,7 @@ def load_omniglot_characters(path: PathLike | None = None, image_size: int = 28,
   image_size, resize = _check_image_size(image_size), check_resize(resize)
   directory = resolve_omniglot_dir(path, required=BACKGROUND_ZIPS)
   zips = [directory / name for name in BACKGROUND_ZIPS]
-  arrays = _cached(_cache_file(cache_dir, "characters", zips, image_size, resize),
+  arrays = cache.cached_arrays(_cache_file(cache_dir, "characters", zips, image_size, resize),
                    ("names", "images"), lambda: _read_background(zips, image_size, resize))
   characters: dict[str, dict[str, np.ndarray]] = {}
   for name, images in zip(arrays["names"].tolist(), arrays["images"]):
@@ -389,28 +353,9 @@ def load_one_shot_runs(path: PathLike | None = None, image_size: int = 28, *,
   """
   image_size, resize = _check_image_size(image_size), check_resize(resize)
   zip_path = resolve_omniglot_dir(path, required=(RUNS_ZIP,)) / RUNS_ZIP
-  arrays = _cached(_cache_file(cache_dir, "runs", [zip_path], image_size, resize),
+  arrays = cache.cached_arrays(_cache_file(cache_dir, "runs", [zip_path], image_size, resize),
                    ("names", "train", "test", "answers"),
                    lambda: _read_runs(zip_path, image_size, resize))
   return [{"name": name, "train": arrays["train"][r], "test": arrays["test"][r],
            "answers": arrays["answers"][r]}
           for r, name in enumerate(arrays["names"].tolist())]
-
-
-def one_shot_runs_accuracy(predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                           runs: Sequence[Mapping]) -> dict:
-  """Accuracy of `predict(train [20, ...], test [20, ...]) -> int [20]` (train index per item).
-
-  Returns {"per_run": {run name: accuracy}, "mean": mean of the per-run accuracies}.
-  """
-  if not runs:
-    raise UserError("no one-shot runs given")
-  per_run = {}
-  for run in runs:
-    answers = np.asarray(run["answers"])
-    predicted = np.asarray(predict(run["train"], run["test"]))
-    if predicted.shape != answers.shape:
-      raise UserError(f"predict returned shape {predicted.shape} for run {run['name']!r}, "
-                       f"expected {answers.shape} (one train index per test item)")
-    per_run[run["name"]] = float(np.mean(predicted == answers))
-  return {"per_run": per_run, "mean": float(np.mean(list(per_run.values())))}

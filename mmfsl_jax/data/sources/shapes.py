@@ -36,11 +36,10 @@ import itertools
 import math
 
 import numpy as np
-
-from mmfsl_jax.errors import UserError
 from PIL import Image, ImageDraw
 
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.errors import UserError
 
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "star")
 COLOURS = {

@@ -9,7 +9,8 @@
 
 The TFDS train/test splits are pooled, then *classes* are split (few-shot splits are by class):
 - cifar_fs: the CIFAR-FS split of Bertinetto et al. 2019 (R2D2), as distributed with their
-  code and torchmeta's assets: the class lists CIFAR_FS_VAL (16) and CIFAR_FS_TEST (20) below;
+  code and torchmeta's assets: the class lists CIFAR_FS_VAL (16) and CIFAR_FS_TEST (20)
+  of class_splits.py (with the other tables and split rules);
   the other 64 classes are train. 600 images per class.
 - fc100: FC100 of Oreshkin et al. 2018 (TADAM), by CIFAR-100 superclass (coarse label):
   val superclasses FC100_VAL, test FC100_TEST (4 each), the other 12 train: 60/20/20 classes.
@@ -34,67 +35,31 @@ Images: resized to `image_size` (the whole image, bilinear with anti-aliasing), 
 normalised per channel with the dataset's mean and std (CIFAR-100's, or ImageNet's for CUB
 and flowers); Omniglot as in omniglot.py (ink 1.0 on 0.0, BOX filter). Decoded, resized images
 are cached in memory and, as uint8 (float32 for Omniglot), on disk under the mmfsl_jax cache
-directory, keyed by the prepared TFDS files; a dataset read through a mock is never cached.
+directory (data/cache.py), keyed by the prepared TFDS files; a dataset read through a mock
+is never cached.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import pathlib
-import re
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from mmfsl_jax.data.sources import omniglot
+from mmfsl_jax.data import cache
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.data.sources import omniglot
+from mmfsl_jax.data.sources.class_splits import (  # noqa: F401 (re-exported)
+    CIFAR100_CLASSES, CIFAR100_SUPERCLASS_OF, CIFAR100_SUPERCLASSES, CIFAR_FS_TEST, CIFAR_FS_VAL,
+    FC100_TEST, FC100_VAL, cifar_fs_split, class_split_by_index, clean_class_name, fc100_split)
 from mmfsl_jax.errors import UserError
 
 SPLITS = ("train", "val", "test")
+OMNIGLOT_SPLIT_SETS = ("full", "small")   # tfds_omniglot_splits(tfds_splits=...)
 _CACHE_VERSION = 1
-
-# CIFAR-100 fine classes in label order, grouped by superclass (coarse label order).
-CIFAR100_SUPERCLASSES: dict[str, tuple[str, ...]] = {
-    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
-    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
-    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
-    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
-    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
-    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
-    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
-    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
-    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
-    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
-    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
-    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
-    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
-    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
-    "people": ("baby", "boy", "girl", "man", "woman"),
-    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
-    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
-    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
-    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
-    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
-}
-# Fine label order of CIFAR-100 (and of TFDS cifar100's "label"): alphabetical.
-CIFAR100_CLASSES: tuple[str, ...] = tuple(sorted(
-    name for names in CIFAR100_SUPERCLASSES.values() for name in names))
-CIFAR100_SUPERCLASS_OF = {name: sc for sc, names in CIFAR100_SUPERCLASSES.items()
-                          for name in names}
-
-CIFAR_FS_VAL = ("beaver", "otter", "flatfish", "shark", "lamp", "television", "beetle",
-                "butterfly", "sea", "camel", "cattle", "crab", "crocodile", "maple_tree",
-                "motorcycle", "tractor")
-CIFAR_FS_TEST = ("whale", "poppy", "rose", "sweet_pepper", "telephone", "bed", "table",
-                 "wardrobe", "leopard", "plain", "chimpanzee", "fox", "snail", "worm", "baby",
-                 "man", "woman", "bicycle", "pickup_truck", "rocket")
-FC100_VAL = ("large_carnivores", "large_omnivores_and_herbivores", "non-insect_invertebrates",
-             "small_mammals")
-FC100_TEST = ("aquatic_mammals", "insects", "medium_mammals", "people")
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -105,7 +70,7 @@ class TfdsSpec:
   """How one of this library's dataset names reads a TFDS builder."""
   tfds_name: str
   tfds_splits: tuple[str, ...]     # pooled before the class split
-  image_size: int                  # default when config.image_size is 0
+  image_size: int                  # default when data.image_size is 0
   channels: int
   has_text: bool
   augment: str                     # the default ("auto") train augmentation
@@ -133,36 +98,6 @@ def _spec(name: str) -> TfdsSpec:
   return DATASETS[name]
 
 
-# ---------------------------------------------------------------------------------------------
-# Class names and class splits
-
-
-def clean_class_name(name: str) -> str:
-  """A class label as words: "001.Black_footed_Albatross" -> "black footed albatross".
-
-  Drops a leading "NNN." index, turns underscores into spaces, lowercases and collapses
-  spaces; hyphens and apostrophes stay ("hard-leaved pocket orchid", "colt's foot").
-  """
-  name = re.sub(r"^\s*\d+\s*\.\s*", "", str(name))
-  return " ".join(name.replace("_", " ").lower().split())
-
-
-def class_split_by_index(index: int) -> str:
-  """The CUB rule on a class's position in sorted order: even -> train, 1 mod 4 -> val,
-  3 mod 4 -> test."""
-  return "train" if index % 2 == 0 else ("val" if index % 4 == 1 else "test")
-
-
-def cifar_fs_split(class_name: str) -> str:
-  return ("val" if class_name in CIFAR_FS_VAL else
-          "test" if class_name in CIFAR_FS_TEST else "train")
-
-
-def fc100_split(class_name: str) -> str:
-  superclass = CIFAR100_SUPERCLASS_OF[class_name]
-  return ("val" if superclass in FC100_VAL else "test" if superclass in FC100_TEST else "train")
-
-
 def _looks_named(names: Sequence[str]) -> bool:
   """False for the placeholder names "0", "1", ... of a ClassLabel whose names are unknown."""
   return bool(names) and not all(str(n).isdigit() for n in names)
@@ -187,7 +122,7 @@ def _not_prepared(name: str, tfds_name: str, data_dir: str | None, where: str,
   return UserError(
       f"dataset {name!r} needs the TFDS dataset {tfds_name!r} prepared in array_record format, "
       f"but it is not in {where} ({detail}). Run `mmfsl data prepare {name}{given}` on a "
-      f"machine with an internet connection (TFDS downloads it), then point data_dir (or "
+      f"machine with an internet connection (TFDS downloads it), then point data.dir (or "
       f"$TFDS_DATA_DIR) at that directory.")
 
 
@@ -264,14 +199,11 @@ def _cache_file(cache_dir, name: str, builder, splits, image_size: int,
   directory = pathlib.Path(str(builder.data_dir))
   if not directory.is_dir():
     return None
-  stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in directory.iterdir() if p.is_file())
-  key = json.dumps([_CACHE_VERSION, name, str(directory), list(splits), image_size, resize,
-                    stats])
-  digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-  base = pathlib.Path(cache_dir) if cache_dir is not None else omniglot.default_cache_dir()
+  stats = sorted(cache.file_stats([p for p in directory.iterdir() if p.is_file()]))
   filter_name = f"_{resize}" if resize else ""
-  return base / f"tfds_{builder.name}_{image_size}px{filter_name}_{digest}.npz"
+  return cache.cache_path(cache_dir, f"tfds_{builder.name}_{image_size}px{filter_name}",
+                          [_CACHE_VERSION, name, str(directory), list(splits), image_size,
+                           resize, stats])
 
 
 def read_tfds(name: str, splits: Sequence[str], *, fields: Sequence[str] = (),
@@ -304,7 +236,7 @@ def read_tfds(name: str, splits: Sequence[str], *, fields: Sequence[str] = (),
     return out
 
   cache_file = _cache_file(cache_dir, name, builder, splits, image_size, resize)
-  arrays = build() if cache_file is None else omniglot._cached(cache_file, keys, build)
+  arrays = build() if cache_file is None else cache.cached_arrays(cache_file, keys, build)
   per_split = {split: {k.split("/", 1)[1]: v for k, v in arrays.items()
                        if k.startswith(split + "/")} for split in splits}
   return per_split, builder.info
@@ -452,7 +384,7 @@ def tfds_omniglot_splits(*, data_dir=None, image_size: int | None = None,
     groups = omniglot.alphabet_splits(sorted(characters), val_alphabets, test_alphabets)
     sources = {split: characters for split in groups}
   else:
-    raise UserError(f"omniglot.tfds_splits={tfds_splits!r} is not valid; choose 'full' "
+    raise UserError(f"data.omniglot.tfds_splits={tfds_splits!r} is not valid; choose 'full' "
                     f"(TFDS train/test: all 50 alphabets) or 'small' (small1 + small2)")
   out = {}
   for split in groups:

@@ -2,8 +2,8 @@
 
 The pretrained transformer text encoder lives in `mmfsl_jax.nn.encoders.pretrained_text` and is
 imported on demand (it needs the `text` extra for the bundled MiniLM)."""
-from mmfsl_jax.nn.encoders.batch_norm import (BatchStatNorm, batch_stats_from,
-                                          fixed_batch_moments, recording_batch_moments)
+from mmfsl_jax.nn.encoders.batch_norm import (BatchStatNorm, batch_stats_from, fixed_batch_moments,
+                                              recording_batch_moments)
 from mmfsl_jax.nn.encoders.image import Conv4, ResNet12, conv4, resnet12
 from mmfsl_jax.nn.encoders.text import TokenEncoder, token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder

@@ -21,8 +21,8 @@ training batches is what PyTorch's `model.eval()` does with its running averages
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 import contextlib
-from typing import Callable, Iterator, Mapping
 
 import flax.linen as nn
 import jax

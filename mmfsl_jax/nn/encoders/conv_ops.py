@@ -12,7 +12,7 @@ computes the same function; `impl="xla"` uses `lax.conv_general_dilated` instead
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

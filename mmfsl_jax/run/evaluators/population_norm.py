@@ -16,16 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.nn.encoders.batch_norm import Moments, recording_batch_moments
-from mmfsl_jax.errors import UserError
 from mmfsl_jax.core.model import MultimodalModel
-
-
-def model_params_of(params: dict) -> dict:
-  """The MultimodalModel's params within a learner's: ProtoNet's are the model's own, the
-  other learners keep them under "model" beside their heads."""
-  return params["model"] if "model" in params else params
+from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.nn.encoders.batch_norm import Moments, recording_batch_moments
 
 
 def estimate_population_moments(model: MultimodalModel, params: dict, sampler: EpisodeSampler,
@@ -33,7 +27,7 @@ def estimate_population_moments(model: MultimodalModel, params: dict, sampler: E
   """Layer path -> (mean [C], var [C]), each the average over `num_batches` batches of
   training images (task i of `sampler`: its support and query images together).
 
-  `params` are the model's (`model_params_of`). Only the image modality has batch norm; a
+  `params` are the model's (a learner's params["model"]). Only the image modality has batch norm; a
   model without it is an error.
   """
   if num_batches < 1:

@@ -1,0 +1,139 @@
+"""The base config: every setting of a run, in sections. Named configs start from it.
+
+    data     the dataset, its modalities and image size, train-time augmentation
+    task     the shape of meta-training tasks (way, shot, queries) and the meta-batch
+    model    encoders per modality, the shared space (alignment) and the fuser
+    learner  the meta-learner (`learner.name`, meta/registry.py) and its own settings
+    inner    the MAML family's inner loop (steps, rate, order, MAML++ options)
+    optim    the meta-optimiser and its rate schedule
+    run      how long and how often (log, validate, save), and how the step is computed
+    eval     validation and test tasks (way, shot, queries, episodes)
+
+Override any field on the command line with its dotted name (`learner.name=maml
+inner.steps=5 model.image.encoder=resnet12`). `run/build.py` is the only reader of these
+values; `run/legacy.py` translates the flat names of older versions (`method=maml`).
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.smoke = False                 # shrink everything for a quick check of the pipeline
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "shapes"          # shapes | omniglot (zip files) | tfds_omniglot, cifar_fs,
+  #                                 fc100, cub, flowers102 (TFDS; `mmfsl data prepare NAME`)
+  c.data.dir = ""                 # omniglot: the zips' directory (else $MMFSL_OMNIGLOT_DIR);
+  #                                 TFDS datasets: the TFDS data_dir (else TFDS's default)
+  c.data.modalities = ("image", "text")   # a subset gives the unimodal ablations
+  c.data.image_size = 0           # 0 = the dataset's own (data.shapes.image_size, 28, 32 or 84)
+  c.data.augment = "auto"         # train images: auto (the dataset's default) | none | crop_flip
+  c.data.shapes = ml_collections.ConfigDict(dict(
+      image_size=32, examples_per_class=40, classes_per_split=(64, 16, 20), mention_prob=0.5,
+      colour_jitter=30.0, noise_std=0.06, clutter=1, seed=0))
+  c.data.omniglot = ml_collections.ConfigDict(dict(
+      val_alphabets=("Early_Aramaic",), test_alphabets=("Korean", "Tagalog"),  # held out
+      rotations=True,
+      tfds_splits="full",         # tfds_omniglot: full (TFDS train/test) | small (small1+2)
+      resize="box"))              # downsampling filter: box (area) | bilinear (PIL's, as
+  #                                 PyTorch pipelines; the one-shot runs are read the same way)
+
+  c.task = ml_collections.ConfigDict()
+  c.task.n_way = 5
+  c.task.k_shot = 1
+  c.task.q_query = 5
+  c.task.meta_batch = 4
+
+  c.model = ml_collections.ConfigDict()
+  c.model.image = ml_collections.ConfigDict()
+  c.model.image.encoder = "conv4"           # conv4 | resnet12
+  c.model.image.channels = 32               # conv4's filters per layer
+  c.model.image.resnet_channels = (64, 160, 320, 640)
+  c.model.image.conv_impl = "auto"  # convolutions as patch matmuls (matmul: fast on CPUs) or
+  #                                   XLA's own (xla: fast on accelerators); auto picks by backend
+  c.model.image.pool = "same"       # 2x2 max-pools on an odd side: same (pool the last row on
+  #                                   its own; Conv4 on 28x28 -> 2x2x64 features) | floor (drop
+  #                                   it, as PyTorch's MaxPool2d: 1x1x64); needs 16+ pixels
+  c.model.image.init = "lecun_normal"  # lecun_normal (Flax's nn.Conv) | torch (PyTorch's
+  #                                      Conv2d: kernel and bias U(+-1/sqrt(fan_in)))
+  c.model.text = ml_collections.ConfigDict()
+  c.model.text.encoder = "bow"      # bow | gru (trainable, word ids) | pretrained (transformers)
+  c.model.text.pretrained = "minilm"  # encoder=pretrained: a directory or model id
+  c.model.text.trainable = False    # pretrained: fine-tune it, or cache its frozen features
+  c.model.text.dim = 64
+  c.model.text.max_length = 32
+  c.model.embed_dim = 64            # the shared space; 0: no projection (features as they are)
+  c.model.projection_hidden = ()
+  c.model.fuser = "weighted"        # weighted | concat | gated | attention
+  c.model.fuse_weights = ()         # () = learned; else fixed weights, one per modality
+
+  c.learner = ml_collections.ConfigDict()
+  c.learner.name = "protonet"       # protonet | maml | anil | metasgd | reptile | baselinepp |
+  #                                   am3 (meta/registry.py)
+  c.learner.distance = "euclidean"  # protonet, am3: euclidean | cosine
+  c.learner.cosine_scale = 10.0     # cosine logits (protonet, am3) and Baseline++'s classifier
+  c.learner.fuse_level = "example"  # protonet: fuse each example, or each class's means
+  c.learner.batch_norm = "transductive"  # transductive (batch statistics) | inductive (support
+  #                                        statistics for support and query; meta/base.py)
+  c.learner.align_weight = 0.0      # weight of the InfoNCE alignment term
+  c.learner.align_temperature = 0.1
+  c.learner.zero_head = False       # maml, anil, metasgd: every task starts from a zero head,
+  #                                   not a meta-learned one (the "zeroing trick"; meta/maml.py)
+  c.learner.reptile = ml_collections.ConfigDict(dict(
+      inner_batch=10))  # each training inner step fits a random minibatch of this many
+  #                       support+query examples (0 = the whole support set)
+  c.learner.baselinepp = ml_collections.ConfigDict(dict(
+      finetune_steps=100, finetune_lr=0.5))   # the head fitted per test task
+  c.learner.am3 = ml_collections.ConfigDict(dict(
+      example_modalities=()))   # modalities of the examples (() = all of data.modalities);
+  #                               ('image',) is the original AM3 (text per class only)
+
+  c.inner = ml_collections.ConfigDict()
+  c.inner.steps = 1
+  c.inner.lr = 0.4
+  c.inner.first_order = False
+  c.inner.loop = "scan"             # scan | fori (same result)
+  c.inner.params = ""               # regex over param paths adapted in the inner loop; "" = the
+  #                                   method's own (maml, metasgd, reptile: all; anil: "head/.*")
+  c.inner.eval_steps = 0            # inner steps at test time; 0 = inner.steps
+  c.inner.per_step_lr = False       # MAML++: a learned inner rate per step and tensor (maml,
+  #                                   anil; metasgd: per step and parameter)
+  c.inner.multi_step_loss = False   # MAML++: mean query loss after every inner step
+  c.inner.checkpoint = False        # jax.checkpoint each inner step (memory flat in steps)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adam"             # adam | sgd (momentum 0.9)
+  c.optim.lr = 1e-3
+  c.optim.schedule = "constant"     # constant | step: x decay_factor every decay_every meta-steps
+  c.optim.decay_every = 0           #   (PyTorch's StepLR) | cosine: to 0 at run.num_steps
+  c.optim.decay_factor = 0.5
+  c.optim.grad_clip = 10.0          # global-norm clip; 0 = none
+
+  c.run = ml_collections.ConfigDict()
+  c.run.num_steps = 1200
+  c.run.log_every = 25
+  c.run.eval_every = 200
+  c.run.checkpoint_every = 200
+  c.run.val_episodes = 200          # 0: no validation (all steps train; eval uses the last
+  #                                   checkpoint), e.g. with data.omniglot.val_alphabets=()
+  c.run.skip_nonfinite_steps = False  # drop updates with a non-finite loss/gradient (counted
+  #                                     as skipped_steps) instead of stopping with an error
+  c.run.task_chunk = 0              # meta-step and evaluation: vmap this many tasks at a time
+  #                                   and scan over the chunks (same results, one chunk's
+  #                                   memory); 0 = automatic: 1 on a CPU, all at once on GPU/TPU
+  c.run.shard_tasks = True          # with several devices, split each meta-batch's tasks over
+  #                                   all of them (meta_batch a multiple of the device count)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.n_way = 0                  # validation and test tasks: way and shot, 0 = the training
+  c.eval.k_shot = 0                 #   ones (e.g. train 60-way, evaluate 20-way, as ProtoNets do)
+  c.eval.q_query = 15
+  c.eval.episodes = 600
+  c.eval.batch = 50                 # tasks a predict call takes
+  c.eval.seed = 1234
+  return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return base_config()
