@@ -107,7 +107,8 @@ def old_workdir(tmp_path):
 @pytest.mark.parametrize("name", ["protonet", "maml"])
 def test_an_old_workdir_evaluates_as_it_did(old_workdir, name):
   workdir = old_workdir(name)
-  config = workdir_config(workdir)
+  with pytest.warns(FutureWarning, match="flat config layout of an earlier version"):
+    config = workdir_config(workdir)
   assert config.learner.name == name and config.run.num_steps == 6
   before = json.loads((workdir / "eval.json").read_text())
   after = evaluate_workdir(workdir, episodes=10, write=False)

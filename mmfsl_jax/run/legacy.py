@@ -75,6 +75,13 @@ def translate_override(item: str) -> str:
   return f"{new}={text}"
 
 
+def warn_flat_workdir(path) -> None:
+  """A FutureWarning that a workdir's config.json is of the flat layout (read translated)."""
+  warnings.warn(f"{path} is in the flat config layout of an earlier version; it is read with "
+                f"the keys translated to their sections (a resumed run saves it in sections)",
+                FutureWarning, stacklevel=3)
+
+
 def is_flat(values: dict) -> bool:
   """Whether a config dict (a config.json) has the old flat layout."""
   return any(key in RENAMED for key in values)

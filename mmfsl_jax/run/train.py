@@ -42,6 +42,7 @@ from mmfsl_jax.errors import CheckpointError, UserError
 from mmfsl_jax.meta.step import TrainState, init_train_state, make_meta_step
 from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run import legacy
 from mmfsl_jax.run.checkpoint import Checkpoints, state_bytes
 from mmfsl_jax.run.data import prepare_splits
 from mmfsl_jax.run.evaluators.episodic import evaluate_episodes, make_batched_predict
@@ -95,6 +96,8 @@ def check_workdir(workdir: Path, config) -> None:
       raise CheckpointError(f"{saved} is not valid JSON ({error}); restore it from a copy or "
                             f"use a new workdir") from None
     # An older layout is translated; a field added since that run had its default there.
+    if legacy.is_flat(previous):
+      legacy.warn_flat_workdir(saved)
     previous = config_lib.saved_config(previous)
     if bool(previous["run"]["val_episodes"]) != bool(config.run.val_episodes):
       raise CheckpointError(

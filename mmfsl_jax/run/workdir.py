@@ -17,6 +17,7 @@ from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import TrainState, init_train_state
 from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run import legacy
 from mmfsl_jax.run.checkpoint import Checkpoints
 
 
@@ -32,6 +33,8 @@ def workdir_config(workdir) -> ml_collections.ConfigDict:
     saved = json.loads(path.read_text())
   except ValueError as error:
     raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from a copy") from None
+  if legacy.is_flat(saved):
+    legacy.warn_flat_workdir(path)
   return config_lib.config_from_dict(config_lib.saved_config(saved))
 
 
