@@ -77,8 +77,8 @@ def test_an_unknown_key_is_unknown_in_both_layouts():
     config_lib.apply_overrides(config_lib.base_config(), ["n_wya=3"])
 
 
-@pytest.mark.parametrize("path", sorted(REPO.glob("experiments/*/runs/*/config.json")),
-                         ids=lambda p: f"{p.parent.parent.parent.name}/{p.parent.name}")
+@pytest.mark.parametrize("path", sorted(REPO.glob("experiments/**/config.json")),
+                         ids=lambda p: str(p.parent.relative_to(REPO / "experiments")))
 def test_checked_in_experiment_configs_translate_to_valid_sectioned_configs(path):
   saved = json.loads(path.read_text())
   assert legacy.is_flat(saved)
