@@ -216,6 +216,10 @@ def eval_inner_steps(config) -> int | None:
   None for learners without an inner loop."""
   if not METHODS[config.learner.name].inner_loop:
     return None
+  return _test_time_steps(config)
+
+
+def _test_time_steps(config) -> int:
   return config.inner.eval_steps or config.inner.steps
 
 
@@ -312,7 +316,7 @@ def inner_loop(config, *, for_eval: bool = False) -> InnerLoop:
   """The inner section as an InnerLoop; for evaluation with inner.eval_steps (learned
   per-step rates stay stored for the training steps)."""
   inner = config.inner
-  steps = inner.eval_steps if (for_eval and inner.eval_steps) else inner.steps
+  steps = _test_time_steps(config) if for_eval else inner.steps
   return InnerLoop(steps=steps, lr=inner.lr, first_order=inner.first_order, loop=inner.loop,
                    per_step_lr=inner.per_step_lr, lr_steps=inner.steps,
                    checkpoint=inner.checkpoint, multi_step_loss=inner.multi_step_loss)
