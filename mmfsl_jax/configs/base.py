@@ -38,6 +38,14 @@ def base_config() -> ml_collections.ConfigDict:
       tfds_splits="full",         # tfds_omniglot: full (TFDS train/test) | small (small1+2)
       resize="box"))              # downsampling filter: box (area) | bilinear (PIL's, as
   #                                 PyTorch pipelines; the one-shot runs are read the same way)
+  c.data.files = ml_collections.ConfigDict(dict(   # data.name=files: your own data
+      manifest="",          # a CSV, TSV or JSON-lines file, one row per example (paths in it
+      #                       relative to it), or an ImageFolder root: root/<class>/<image>
+      image_column="image", text_column="text", label_column="label",
+      split_column="",      # a column naming each row's split (train | val | test), or:
+      train_classes=(), val_classes=(), test_classes=(),   # the classes of each split, or:
+      split_fractions=(0.6, 0.2, 0.2), split_seed=0,       # a seeded split of the classes
+      class_texts=""))      # a CSV/TSV/JSON-lines file of (label, text): class-level text
 
   c.task = ml_collections.ConfigDict()
   c.task.n_way = 5
@@ -78,6 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   #                                        statistics for support and query; meta/base.py)
   c.learner.align_weight = 0.0      # weight of the InfoNCE alignment term
   c.learner.align_temperature = 0.1
+  c.learner.support_loss_weight = 0.0  # protonet and the MAML family: + this x the support
+  #                                      loss at the initial parameters (0: the query loss only)
   c.learner.zero_head = False       # maml, anil, metasgd: every task starts from a zero head,
   #                                   not a meta-learned one (the "zeroing trick"; meta/maml.py)
   c.learner.reptile = ml_collections.ConfigDict(dict(
