@@ -33,7 +33,7 @@ from mmfsl_jax.nn.encoders.image import conv4, resnet12
 from mmfsl_jax.nn.encoders.text import token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.data import DATASET_INFO, TextInfo
+from mmfsl_jax.run.data import DATASET_INFO, TextInfo, train_augmentation
 
 MODALITIES = ("image", "text")
 IMAGE_ENCODERS = ("conv4", "resnet12")
@@ -255,7 +255,6 @@ def task_sampler(config, split, *, role: str, batch_size: int | None = None,
   name = split_name or ("train" if role == "population" else role)
   sampler = EpisodeSampler(split, split_name=name, modalities=modalities, **settings)
   if role == "train":
-    from mmfsl_jax.run.data import train_augmentation
     return augment.augmented(sampler, train_augmentation(config))
   return sampler
 
