@@ -78,3 +78,11 @@ for method in anil metasgd mamlpp reptile baselinepp am3; do
     run "${method}_${variant}_1shot" "${COMMON[@]}" ${FAMILY[$method]} task.k_shot=1 $mods
   done
 done
+
+# The seed objective (learner.support_loss_weight): ProtoNet, gated fusion, 1-shot, without it
+# (weight 0: the protonet_gated_1shot row, rerun beside the other) and with weight 0.5.
+for weight in 0 0.5; do
+  # shellcheck disable=SC2206
+  run "seedobj${weight/./}_protonet_gated_1shot" "${COMMON[@]}" "${PROTONET[@]}" task.k_shot=1 \
+    ${MODALITY[gated]} learner.support_loss_weight=$weight
+done

@@ -8,8 +8,10 @@ through the features (second order, unless `first_order`). A pattern that matche
 parameter is an error: adapting those is MAML (method=maml).
 
 Params, the inner loop's options (InnerLoop: learned rates, multi-step loss, checkpointing),
-`per_parameter_lr` and batch_norm are as in maml.py; with batch_norm="transductive" the support
-and the query are each embedded with their own batch statistics, as MAML does.
+`per_parameter_lr`, `support_loss_weight` (the seed objective: the head's support loss on the
+body's features at the meta-parameters, the first inner step's) and batch_norm are as in
+maml.py; with batch_norm="transductive" the support and the query are each embedded with
+their own batch statistics, as MAML does.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, embed_query,
                                  inputs_of, query_objective)
 from mmfsl_jax.meta.inner import InnerLoop
-from mmfsl_jax.meta.maml import (adapted_task_loss, core_params, family_learner, family_options,
-                                 head_module)
+from mmfsl_jax.meta.maml import (adapted_task_loss, check_support_loss_weight, core_params,
+                                 family_learner, family_options, head_module)
 from mmfsl_jax.meta.paths import merge, path_keys, path_mask
 
 ADAPTABLE = (("head",), ("model", "fuse"))   # path prefixes after the body
@@ -48,9 +50,11 @@ def adapts_fuser(mask) -> bool:
 def anil(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
          inner_params: str = "head/.*", head_init: str = "zeros", align_weight: float = 0.0,
          align_temperature: float = 0.1, batch_norm: str = "transductive",
-         zero_head: bool = False, per_parameter_lr: bool = False) -> MetaLearner:
+         zero_head: bool = False, per_parameter_lr: bool = False,
+         support_loss_weight: float = 0.0) -> MetaLearner:
   """Arguments as for `maml`; `inner_params` may match only head and fuser parameters."""
   options = family_options(inner, per_parameter_lr)
+  check_support_loss_weight(support_loss_weight)
   multi_step_loss = options.multi_step_loss
   check_batch_norm(batch_norm)
   head = head_module(n_way, head_init)
@@ -82,7 +86,7 @@ def anil(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
       return loss, dict(metrics, logits=logits)
 
     return adapted_task_loss(params, mask, support_loss, query_pass, k_inner, options,
-                             multi_step_loss)
+                             multi_step_loss, support_loss_weight)
 
   return family_learner(model, head, lambda core: after_body_mask(core, inner_params),
                         options, multi_step_loss, run_inner, zero_head=zero_head)

@@ -24,6 +24,13 @@ which makes the initial model indifferent to the random label order of each task
 meta-learned (the "zeroing trick" of Kao et al. 2022). A meta-learned head drifts with the
 query gradients of tasks whose labels are randomly ordered; first-order MAML has no
 second-order term to hold it back.
+
+The seed objective (`support_loss_weight` = lambda > 0): the task loss adds lambda times the
+support loss at the meta-parameters, before any inner step, so the meta-objective is
+sum_i L(query_i; adapted theta) + lambda * sum_i L(support_i; theta). That support loss is the
+one the first inner step differentiates (its loss before the step, from inner.run), so it
+costs no extra forward pass; its gradient reaches theta directly, also with `first_order`. It
+is reported as the metric "support_loss". With 0 (the default) the computation is unchanged.
 """
 from __future__ import annotations
 
@@ -41,8 +48,8 @@ from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, cross_entropy, e
 from mmfsl_jax.meta.inner import InnerLoop
 from mmfsl_jax.meta.paths import merge, path_mask, select
 
-__all__ = ["adapted_task_loss", "family_learner", "family_options", "head_module", "maml",
-           "path_mask"]
+__all__ = ["adapted_task_loss", "check_support_loss_weight", "family_learner", "family_options",
+           "head_module", "maml", "path_mask"]
 
 
 def head_module(n_way: int, head_init: str = "zeros") -> nn.Dense:
@@ -60,17 +67,26 @@ def family_options(inner_loop: InnerLoop, per_parameter_lr: bool) -> InnerLoop:
   return inner_loop._replace(learned_lr=learned).check()
 
 
+def check_support_loss_weight(weight: float) -> float:
+  if weight < 0:
+    raise UserError(f"support_loss_weight must be 0 (off) or positive, got {weight}")
+  return weight
+
+
 def core_params(params) -> dict:
   """The model and head (what the inner loop may adapt), without learned rates."""
   return {"model": params["model"], "head": params["head"]}
 
 
 def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable, key,
-                      options: inner.InnerLoop, multi_step_loss: bool):
+                      options: inner.InnerLoop, multi_step_loss: bool,
+                      support_loss_weight: float = 0.0):
   """The inner loop on the masked part of params, then the query objective.
 
   support_loss(fast, key) -> scalar and query_loss(fast) -> (loss, metrics) take the adapted
-  part (`paths.select` of the core params). Returns (loss, metrics, adapted core params).
+  part (`paths.select` of the core params). `support_loss_weight` adds that times the support
+  loss before the first inner step (metric "support_loss"). Returns (loss, metrics, adapted
+  core params).
   """
   core = core_params(params)
   fast = select(core, mask)
@@ -82,7 +98,12 @@ def adapted_task_loss(params, mask, support_loss: Callable, query_loss: Callable
     loss, metrics = losses.mean(), jax.tree_util.tree_map(lambda v: v[-1], per_step)
   else:
     loss, metrics = query_loss(fast)
-  return loss, dict(metrics, inner_loss=inner_losses.mean()), merge(core, fast)
+  metrics = dict(metrics, inner_loss=inner_losses.mean())
+  if support_loss_weight:
+    # The first inner step's loss is the support loss at the meta-parameters.
+    metrics["support_loss"] = inner_losses[0]
+    loss = loss + support_loss_weight * inner_losses[0]
+  return loss, metrics, merge(core, fast)
 
 
 def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
@@ -124,12 +145,15 @@ def family_learner(model: MultimodalModel, head: nn.Dense, mask_of: Callable,
 def maml(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
          inner_params: str = ".*", head_init: str = "zeros", align_weight: float = 0.0,
          align_temperature: float = 0.1, batch_norm: str = "transductive",
-         zero_head: bool = False, per_parameter_lr: bool = False) -> MetaLearner:
+         zero_head: bool = False, per_parameter_lr: bool = False,
+         support_loss_weight: float = 0.0) -> MetaLearner:
   """`inner` holds every inner-loop setting (steps, rate, order, MAML++ options; inner.py);
   its `lr_steps` is how many steps learned per-step rates are stored for (default
-  `steps`): build the evaluation learner with the training value. `zero_head`: see the
-  module docstring. `per_parameter_lr` makes it Meta-SGD (metasgd.py)."""
+  `steps`): build the evaluation learner with the training value. `zero_head`,
+  `support_loss_weight`: see the module docstring. `per_parameter_lr` makes it Meta-SGD
+  (metasgd.py)."""
   options = family_options(inner, per_parameter_lr)
+  check_support_loss_weight(support_loss_weight)
   multi_step_loss = options.multi_step_loss
   check_batch_norm(batch_norm)
   head = head_module(n_way, head_init)
@@ -158,7 +182,7 @@ def maml(model: MultimodalModel, *, n_way: int, inner: InnerLoop = InnerLoop(),
       return loss, dict(metrics, logits=logits)
 
     return adapted_task_loss(params, mask, support_loss, query_pass, k_inner, options,
-                             multi_step_loss)
+                             multi_step_loss, support_loss_weight)
 
   return family_learner(model, head, lambda core: path_mask(core, inner_params), options,
                         multi_step_loss, run_inner, zero_head=zero_head)

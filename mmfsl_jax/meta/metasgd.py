@@ -3,8 +3,8 @@
 The rates have the shapes of the adapted parameters, start at `inner_lr` and are
 meta-trained with the initialisation (params["inner_lr"], a pytree like the adapted part).
 With `InnerLoop.per_step_lr` there is one such array per inner step. Everything else -- the
-inner-loop subset, MAML++ options, batch norm -- is MAML's (maml.py); with all rates equal
-and fixed it is MAML.
+inner-loop subset, MAML++ options, batch norm, `support_loss_weight` -- is MAML's (maml.py);
+with all rates equal and fixed it is MAML.
 """
 from __future__ import annotations
 

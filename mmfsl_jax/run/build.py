@@ -136,6 +136,13 @@ def _check_learner(config, mods) -> None:
   if used and not METHODS[name].second_order:
     raise ConfigError(f"{', '.join(used)} apply to methods with a differentiated inner loop "
                       f"({', '.join(names_with('second_order'))}), not learner.name={name}")
+  weight = learner.support_loss_weight
+  if weight < 0:
+    raise ConfigError(f"learner.support_loss_weight must be 0 (off) or positive, got {weight}")
+  if weight and not METHODS[name].support_loss:
+    raise ConfigError(f"learner.support_loss_weight applies to methods with a support loss at "
+                      f"the initial parameters ({', '.join(names_with('support_loss'))}), not "
+                      f"learner.name={name}")
   if inner.eval_steps < 0:
     raise ConfigError(f"inner.eval_steps must be 0 (inner.steps) or positive, got "
                       f"{inner.eval_steps}")
@@ -340,6 +347,8 @@ def build_learner(config, model: MultimodalModel, *, n_way: int | None = None,
     raise ConfigError(f"learner.name={name!r} is not valid; choose one of {', '.join(METHODS)}")
   common = dict(n_way=n_way or config.task.n_way, align_weight=learner.align_weight,
                 align_temperature=learner.align_temperature, batch_norm=learner.batch_norm)
+  if METHODS[name].support_loss:
+    common["support_loss_weight"] = learner.support_loss_weight
   constructor = METHODS[name].constructor
   if name == "protonet":
     return constructor(model, distance=learner.distance, cosine_scale=learner.cosine_scale,
