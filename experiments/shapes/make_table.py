@@ -63,6 +63,10 @@ def main():
     for method, label in FAMILY:
       for variant, modalities in (AM3_VARIANTS if method == "am3" else FAMILY_VARIANTS).items():
         row(RUNS / f"{method}_{variant}_{shot}shot", label, modalities, shot)
+  for weight, name in (("0", "seedobj0"), ("0.5", "seedobj05")):   # run.sh's last rows
+    run = RUNS / f"{name}_protonet_gated_1shot"
+    if (run / "config.json").exists():
+      row(run, f"ProtoNet, `learner.support_loss_weight={weight}`", "fused: gated (AM3-style)", 1)
   default = RUNS / "default"
   if (default / "config.json").exists():
     config = read_config(default)

@@ -23,7 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "shapes"          # shapes | omniglot (zip files) | tfds_omniglot, cifar_fs,
-  #                                 fc100, cub, flowers102 (TFDS; `mmfsl data prepare NAME`)
+  #                                 fc100, cub, flowers102 (TFDS; `mmfsl data prepare NAME`) |
+  #                                 files (your own: data.files below)
   c.data.dir = ""                 # omniglot: the zips' directory (else $MMFSL_OMNIGLOT_DIR);
   #                                 TFDS datasets: the TFDS data_dir (else TFDS's default)
   c.data.modalities = ("image", "text")   # a subset gives the unimodal ablations

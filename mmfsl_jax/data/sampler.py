@@ -67,11 +67,13 @@ class EpisodeSampler:
     enough = int((counts >= need).sum())
     if enough < self.n_way:
       smallest = int(np.argmin(counts))
+      short = [f"{ds.class_names[c]!r} ({counts[c]})" for c in np.flatnonzero(counts < need)]
+      listed = ", ".join(short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
       raise UserError(
           f"k_shot + q_query = {self.k_shot} + {self.q_query} = {need} examples per class asked, "
           f"but only {enough} classes of the {split_name} split have that many (n_way={self.n_way} "
           f"needed); the smallest class, {ds.class_names[smallest]!r}, has {counts[smallest]}, "
-          f"the largest {counts.max()}")
+          f"the largest {counts.max()}; classes with fewer than {need}: {listed}")
 
   def _task_indices(self, rng: np.random.Generator):
     classes = rng.choice(self._eligible, size=self.n_way, replace=False)

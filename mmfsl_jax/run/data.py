@@ -4,8 +4,10 @@ into arrays.
 Datasets (`data.name`): "shapes" (generated), "omniglot" (the zip files, in `data.dir` or
 $MMFSL_OMNIGLOT_DIR), and the TFDS-backed "tfds_omniglot", "cifar_fs", "fc100", "cub",
 "flowers102" (prepared TFDS data in `data.dir`, else TFDS's default directory; see
-data/sources/tfds.py). `data.image_size` 0 means the dataset's own size. Omniglot is image
-only: asking it for 'text' is an error before anything is loaded.
+data/sources/tfds.py), and "files": your own data, a manifest file or an ImageFolder in
+`data.files.manifest` (data/sources/files.py; only the modalities in data.modalities are
+read). `data.image_size` 0 means the dataset's own size. Omniglot is image only: asking it
+for 'text' is an error before anything is loaded.
 
 Raw text (object arrays of strings) becomes, by `model.text.encoder`:
 - "bow" / "gru": word ids [n, L] from a vocabulary of the meta-train split;
@@ -46,6 +48,7 @@ DATASET_INFO = {
     "fc100": (("image",), 3, 32, "crop_flip"),
     "cub": (("image",), 3, 84, "crop_flip"),
     "flowers102": (("image",), 3, 84, "crop_flip"),
+    "files": (("image", "text"), 3, 32, "none"),
 }
 # Datasets whose only text is their class names (class-level text, never per example).
 _NAME_TEXT = ("cifar_fs", "fc100", "cub", "flowers102")
@@ -82,8 +85,14 @@ def train_augmentation(config) -> str:
 
 
 def check_dataset_modalities(config) -> None:
-  """UserError when the config asks for a modality its dataset does not have."""
+  """UserError when the config asks for a modality its dataset does not have (for "files",
+  which the manifest may lack: the source names the missing column, when it reads it)."""
   name = config.data.name
+  if name == "files" and not str(config.data.files.manifest):
+    raise UserError(
+        "data.name=files needs data.files.manifest: a CSV, TSV or JSON-lines file with one "
+        "row per example (image paths relative to it), or an ImageFolder directory "
+        "root/<class>/<image>")
   has = dataset_modalities(name)
   missing = [m for m in config.data.modalities if m not in has]
   if "text" in missing and name in _NAME_TEXT:
@@ -114,6 +123,16 @@ def build_splits(config) -> dict[str, ClassDataset]:
       values["image_size"] = int(data.image_size)
     return shapes_splits(ShapesConfig(**values))
   image_size = dataset_image_size(config)
+  if data.name == "files":
+    from mmfsl_jax.data.sources.files import files_splits
+    files = data.files
+    return files_splits(
+        str(files.manifest), image_column=files.image_column, text_column=files.text_column,
+        label_column=files.label_column, split_column=files.split_column,
+        train_classes=tuple(files.train_classes), val_classes=tuple(files.val_classes),
+        test_classes=tuple(files.test_classes), split_fractions=tuple(files.split_fractions),
+        split_seed=int(files.split_seed), class_texts=str(files.class_texts),
+        image_size=image_size, modalities=tuple(data.modalities))
   omniglot = data.omniglot
   if data.name == "omniglot":
     from mmfsl_jax.data.sources.omniglot import omniglot_splits
