@@ -4,6 +4,7 @@
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
                [--batch-norm trained|population [--population-batches B]]
+               [--data MANIFEST [--image-column C] [--text-column C] [--label-column C]]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
     mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]
@@ -100,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--data-dir", default=None,
                         help="data directory, if not the config's (omniglot-runs: the directory "
                              "of one_shot_runs.zip; default: data.dir or $MMFSL_OMNIGLOT_DIR)")
+  evaluate.add_argument("--data", default=None, metavar="MANIFEST",
+                        help="episodic: draw the tasks from all the classes of your own "
+                             "labelled data instead (cross-domain evaluation): a CSV, TSV or "
+                             "JSON-lines manifest or an ImageFolder, as data.name=files reads "
+                             "them, preprocessed as the model's training data")
+  for modality in ("image", "text", "label"):
+    evaluate.add_argument(f"--{modality}-column", default=None,
+                          help=f"--data: the manifest's {modality} column (default: the "
+                               f"training config's data.files.{modality}_column when it was "
+                               f"trained on files, else {modality})")
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
   data_commands = data.add_subparsers(dest="data_command")
   prepare = data_commands.add_parser(
@@ -181,9 +192,10 @@ def _eval(args) -> int:
                     f"workdir), got {args.output!r}")
   if args.benchmark == "omniglot-runs":
     from mmfsl_jax.run.evaluators.omniglot_runs import evaluate_omniglot_runs
-    if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot)) or (
-        args.split != "test"):
-      raise UserError("--episodes, --queries, --n-way, --k-shot and --split do not apply to "
+    if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot,
+                                   args.data)) or args.split != "test":
+      raise UserError("--episodes, --queries, --n-way, --k-shot, --split and --data do not "
+                      "apply to "
                       "--benchmark omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 "
                       "test drawings)")
     result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
@@ -200,7 +212,9 @@ def _eval(args) -> int:
                               data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
                               inner_steps=args.inner_steps, output=args.output,
                               split=args.split, batch_norm=args.batch_norm,
-                              population_batches=args.population_batches)
+                              population_batches=args.population_batches, data=args.data,
+                              image_column=args.image_column, text_column=args.text_column,
+                              label_column=args.label_column)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")

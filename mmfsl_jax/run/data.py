@@ -17,6 +17,7 @@ Raw text (object arrays of strings) becomes, by `model.text.encoder`:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 from typing import Any
 
@@ -37,6 +38,9 @@ class TextInfo:
   vocab_size: int = 0
   feature_dim: int = 0
   pretrained: Any = None         # a PretrainedText when model.text.encoder == "pretrained"
+  # raw texts (a list of strings) -> those arrays, as built from the meta-train split (its
+  # vocabulary); `encode_text` applies it to a dataset the run did not see
+  encode: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 # dataset -> (modalities it has, image channels, default image size, default augmentation)
@@ -171,8 +175,32 @@ def _pad_to_same_length(splits):
           for n, ds in splits.items()}
 
 
-def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInfo | None]:
+def text_mapping(train: ClassDataset, config) -> TextInfo:
+  """The TextInfo of the config's text encoder; its `encode` turns raw texts into the arrays
+  the model reads, built from the meta-train split `train` (the bow/gru vocabulary)."""
   text = config.model.text
+  max_length = text.max_length
+  if text.encoder in ("bow", "gru"):
+    vocab = WordVocabulary.build(train.examples["text"])
+    return TextInfo("ids", vocab_size=vocab.size,
+                    encode=lambda texts: vocab.encode(texts, max_length))
+  from mmfsl_jax.nn.encoders.pretrained_text import TextFeatureCache, load_pretrained_text, tokenize
+  pretrained = load_pretrained_text(text.pretrained)
+  if text.trainable:
+    return TextInfo("ids", pretrained=pretrained,
+                    encode=lambda texts: tokenize(pretrained, texts, max_length)["ids"])
+  return TextInfo("features", feature_dim=pretrained.dim, pretrained=pretrained,
+                  encode=TextFeatureCache(pretrained, max_length=max_length))
+
+
+def encode_text(dataset: ClassDataset, text_info: TextInfo) -> ClassDataset:
+  """`dataset` (raw text) with its text encoded by `text_info.encode`, as `prepare_text`
+  encodes a run's splits (ids padded to one length over its examples and class texts)."""
+  out = _map_text({"data": dataset}, text_info.encode)
+  return (out if text_info.kind == "features" else _pad_to_same_length(out))["data"]
+
+
+def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInfo | None]:
   if "text" not in config.data.modalities:
     return ({n: ds.replace(examples={m: a for m, a in ds.examples.items() if m != "text"},
                            class_texts={m: a for m, a in ds.class_texts.items() if m != "text"})
@@ -181,18 +209,9 @@ def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInf
   if "text" not in splits["train"].examples:
     raise UserError(f"data.modalities include 'text' but dataset {config.data.name!r} has "
                      f"only {list(splits['train'].modalities)}")
-  if text.encoder in ("bow", "gru"):
-    vocab = WordVocabulary.build(splits["train"].examples["text"])
-    out = _map_text(splits, lambda texts: vocab.encode(texts, text.max_length))
-    return _pad_to_same_length(out), TextInfo("ids", vocab_size=vocab.size)
-  from mmfsl_jax.nn.encoders.pretrained_text import TextFeatureCache, load_pretrained_text, tokenize
-  pretrained = load_pretrained_text(text.pretrained)
-  if text.trainable:
-    out = _map_text(splits, lambda t: tokenize(pretrained, t, text.max_length)["ids"])
-    return _pad_to_same_length(out), TextInfo("ids", pretrained=pretrained)
-  cache = TextFeatureCache(pretrained, max_length=text.max_length)
-  out = _map_text(splits, cache)
-  return out, TextInfo("features", feature_dim=pretrained.dim, pretrained=pretrained)
+  info = text_mapping(splits["train"], config)
+  out = _map_text(splits, info.encode)
+  return (out if info.kind == "features" else _pad_to_same_length(out)), info
 
 
 def prepare_splits(config) -> tuple[dict[str, ClassDataset], TextInfo | None]:

@@ -558,6 +558,63 @@ def _check_arguments(modalities, image_size) -> tuple[tuple[str, ...], int]:
   return modalities, size
 
 
+def _example_arrays(examples: Sequence[_Example], modalities: Sequence[str], image_size: int,
+                    cache_dir: PathLike | None) -> dict[str, np.ndarray]:
+  """modality -> array over `examples` (images decoded, each file once; text raw)."""
+  arrays = {}
+  if "image" in modalities:
+    unique = list(dict.fromkeys(ex.image for ex in examples))
+    where = {}
+    for ex in examples:
+      where.setdefault(ex.image, ex.where)
+    images = load_images(unique, image_size, wheres=[where[p] for p in unique],
+                         cache_dir=cache_dir)
+    position = {p: i for i, p in enumerate(unique)}
+    arrays["image"] = images[[position[ex.image] for ex in examples]]
+  if "text" in modalities:
+    arrays["text"] = np.asarray([ex.text for ex in examples], dtype=object)
+  return arrays
+
+
+def files_dataset(manifest: PathLike, *, image_column: str = "image", text_column: str = "text",
+                  label_column: str = "label", image_size: int = 32,
+                  modalities: Sequence[str] = MODALITIES,
+                  cache_dir: PathLike | None = None) -> ClassDataset:
+  """All the classes of a manifest or ImageFolder as one ClassDataset (no split), read as
+  `files_splits` reads them: classes in sorted order, examples class by class. A manifest
+  lacking the columns of some of `modalities` is a UserError naming all of them."""
+  modalities, image_size = _check_arguments(modalities, image_size)
+  if not str(manifest):
+    raise UserError(f"no manifest given: name {MANIFEST_KINDS} with one row per example, or "
+                    f"an ImageFolder directory root/<class>/<image>")
+  path = pathlib.Path(os.path.abspath(pathlib.Path(manifest).expanduser()))
+  if path.is_dir():
+    examples = _read_image_folder(path, modalities)
+  else:
+    if not path.exists():
+      raise UserError(f"manifest {str(path)!r} does not exist; give {MANIFEST_KINDS} with one "
+                      f"row per example, or an ImageFolder directory root/<class>/<image>")
+    columns, _ = _read_table(path, "manifest")
+    wanted = {"image": image_column, "text": text_column}
+    missing = [m for m in modalities if wanted[m] not in columns]
+    if missing:
+      raise UserError(
+          f"manifest {str(path)!r} lacks the column(s) of the modalities "
+          f"{', '.join(f'{m} (column {wanted[m]!r})' for m in missing)}, which the model "
+          f"reads ({', '.join(modalities)}); its columns are {_names(columns, 20)}; name the "
+          f"columns with image_column / text_column (mmfsl eval: --image-column / "
+          f"--text-column)")
+    examples = _read_manifest(path, image_column=image_column, text_column=text_column,
+                              label_column=label_column, split_column="", modalities=modalities)
+  classes = sorted({ex.label for ex in examples})
+  index = {name: i for i, name in enumerate(classes)}
+  labels = np.asarray([index[ex.label] for ex in examples], np.int32)
+  order = np.argsort(labels, kind="stable")
+  arrays = _example_arrays(examples, modalities, image_size, cache_dir)
+  return ClassDataset(examples={m: a[order] for m, a in arrays.items()}, labels=labels[order],
+                      class_names=tuple(classes))
+
+
 def files_splits(manifest: PathLike, *, image_column: str = "image", text_column: str = "text",
                  label_column: str = "label", split_column: str = "",
                  train_classes: Sequence[str] = (), val_classes: Sequence[str] = (),
@@ -605,18 +662,7 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
   if "train" not in split_of.values():
     raise UserError(f"no class of {str(path)!r} is in the train split; give train some classes")
 
-  arrays = {}
-  if "image" in modalities:
-    unique = list(dict.fromkeys(ex.image for ex in examples))
-    where = {}
-    for ex in examples:
-      where.setdefault(ex.image, ex.where)
-    images = load_images(unique, image_size, wheres=[where[p] for p in unique],
-                         cache_dir=cache_dir)
-    position = {p: i for i, p in enumerate(unique)}
-    arrays["image"] = images[[position[ex.image] for ex in examples]]
-  if "text" in modalities:
-    arrays["text"] = np.asarray([ex.text for ex in examples], dtype=object)
+  arrays = _example_arrays(examples, modalities, image_size, cache_dir)
   class_text = (read_class_texts(class_texts, classes)
                 if str(class_texts) and "text" in modalities else None)
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from pathlib import Path
 import time
 
 import jax
 from jax.sharding import Mesh
 
+from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import resolve_task_chunk
 from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.run import build
-from mmfsl_jax.run.data import prepare_splits
+from mmfsl_jax.run.data import dataset_channels, dataset_image_size, encode_text, prepare_splits
 from mmfsl_jax.run.evaluators.metrics import episode_metrics, summarise
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.sharding import is_primary, replicate, shard_tasks, to_host
@@ -65,12 +67,49 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
   return summarise(per_episode)
 
 
+_COLUMNS = ("image_column", "text_column", "label_column")
+
+
+def check_manifest_model(config, data) -> None:
+  """UserError for a model that cannot be scored on a manifest: one trained on 1-channel
+  (Omniglot ink) images, or an am3 learner (it reads class-level text a manifest lacks)."""
+  channels = dataset_channels(config.data.name)
+  if "image" in config.data.modalities and channels != 3:
+    raise UserError(
+        f"the model was trained on {channels}-channel images (data.name="
+        f"{config.data.name}), but --data reads a manifest's images as RGB; scoring such a "
+        f"model on your own images (converted to its ink convention) is not supported. "
+        f"Evaluate it on its own data (--split test, or --benchmark omniglot-runs)")
+  if config.learner.name == "am3":
+    raise UserError(f"learner.name=am3 reads each class's own text (ClassDataset.class_texts), "
+                    f"which --data {str(data)!r} does not give; evaluating an am3 model on a "
+                    f"manifest is not supported")
+
+
+def read_manifest_for(config, data, columns: dict[str, str | None]) -> ClassDataset:
+  """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
+  reads (after `check_manifest_model`): its modalities (the columns `columns` names; None:
+  the training config's data.files.* columns when it was trained on files, else image,
+  text, label), images decoded at the model's image size with 3 channels, text still raw
+  (`run.data.encode_text` encodes it)."""
+  check_manifest_model(config, data)
+  trained_on_files = config.data.name == "files"
+  chosen = {name: value if value is not None else
+            (str(config.data.files[name]) if trained_on_files else name.split("_")[0])
+            for name, value in columns.items()}
+  from mmfsl_jax.data.sources.files import files_dataset
+  return files_dataset(data, **chosen, image_size=dataset_image_size(config),
+                       modalities=tuple(config.data.modalities))
+
+
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
                      seed: int | None = None, write: bool = True, data_dir=None,
                      n_way: int | None = None, k_shot: int | None = None,
                      inner_steps: int | None = None, output: str = "eval.json",
                      split: str = "test", batch_norm: str = "trained",
-                     population_batches: int = 50) -> dict:
+                     population_batches: int = 50, data=None,
+                     image_column: str | None = None, text_column: str | None = None,
+                     label_column: str | None = None) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
@@ -81,9 +120,21 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   validation classes instead (for choosing such settings without the test classes);
   `batch_norm="population"` normalises with the moments of `population_batches` training
   tasks (test_time.py) instead of each test task's own.
+
+  `data` (a manifest file or ImageFolder, as data.name=files reads them) scores the model
+  on tasks drawn from all of its classes instead (cross-domain evaluation), preprocessed as
+  the training data were (`read_manifest_for`, `run.data.encode_text`); `image_column`,
+  `text_column` and `label_column` name its columns. The settings then record it as "data".
   """
   if split not in ("test", "val"):
     raise UserError(f"split must be 'test' or 'val', got {split!r}")
+  if data is not None and split != "test":
+    raise UserError(f"--split {split} and --data do not go together: with --data the tasks "
+                    f"are drawn from all the classes of the manifest")
+  columns = dict(zip(_COLUMNS, (image_column, text_column, label_column)))
+  if data is None and any(v is not None for v in columns.values()):
+    raise UserError("--image-column, --text-column and --label-column name the columns of "
+                    "--data; give --data too")
   workdir = Path(workdir)
   config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
                             population_batches=population_batches)
@@ -103,18 +154,27 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   seed = config.eval.seed if seed is None else seed
   if episodes < 1 or q_query < 1:
     raise UserError(f"episodes and q_query must be positive, got {episodes}, {q_query}")
+  if data is not None:
+    check_manifest_model(config, data)
   require_checkpoint(workdir)
   t0 = time.time()
+  manifest = None if data is None else read_manifest_for(config, data, columns)
   splits, text_info = prepare_splits(config)
-  if split not in splits:
+  if manifest is not None and "text" in manifest.modalities:
+    # encoded as the training run encoded its text: the vocabulary of its training split,
+    # the pretrained tokenizer or frozen features
+    manifest = encode_text(manifest, text_info)
+  elif manifest is None and split not in splits:
     hint = ("; an Omniglot model trained without test alphabets is scored with --benchmark "
             "omniglot-runs" if config.data.name == "omniglot" else "")
     raise UserError(f"the run's data has no {split} split (its config leaves it out){hint}")
   model = build.build_model(config, text_info, splits["train"])
   learner = build.build_learner(config, model, n_way=eval_way, for_eval=True,
                                 num_classes=splits["train"].num_classes)
-  test = build.task_sampler(config, splits[split], role="test", q_query=q_query, seed=seed,
-                            batch_size=min(config.eval.batch, episodes), split_name=split)
+  test = build.task_sampler(
+      config, splits[split] if manifest is None else manifest, role="test", q_query=q_query,
+      seed=seed, batch_size=min(config.eval.batch, episodes),
+      split_name=split if manifest is None else f"--data {str(data)!r}")
   example = jax.tree_util.tree_map(lambda x: x[0], test.sample(0))
   state = restore_for(workdir, learner, config, example)
   mesh = build.task_mesh(config)
@@ -130,6 +190,8 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
       "fuser": config.model.fuser, "dataset": config.data.name,
       "inner_steps": build.eval_inner_steps(config), "batch_norm": norm,
       "seconds": round(time.time() - t0, 2)}}
+  if data is not None:
+    result["settings"]["data"] = os.path.abspath(os.path.expanduser(str(data)))
   if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result
