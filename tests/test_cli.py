@@ -126,6 +126,7 @@ def test_train_again_resumes_and_does_nothing_more(trained, tmp_path, capsys):
   assert _steps(workdir / "checkpoints") == checkpoints_before
 
 
+@pytest.mark.slow
 def test_train_with_more_steps_extends_the_run(trained, tmp_path, capsys):
   # Steps 7..8 of the same run (run.num_steps may change on resume; the workdir is a copy).
   workdir = _copy_run(trained[0], tmp_path / "run")

@@ -67,6 +67,7 @@ def test_matmul_conv_second_order_gradients_equal_xla_convs(c_in, c_out):
       np.testing.assert_allclose(g_matmul, g_xla, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
   rng = np.random.default_rng(1)
   for c_in, c_out in ((3, 8), (1, 16)):   # wide and narrow patches
@@ -86,6 +87,7 @@ def test_matmul_conv_vmapped_per_task_kernels_equal_a_loop():
 @pytest.mark.parametrize("make", [lambda impl: conv4(8, conv_impl=impl),
                                   lambda impl: resnet12((4, 6), conv_impl=impl)],
                          ids=["conv4", "resnet12"])
+@pytest.mark.slow
 def test_encoders_share_parameters_and_function_across_impls(make):
   x = jnp.asarray(np.random.default_rng(2).normal(size=(5, 12, 12, 3)), jnp.float32)
   fast, reference = make("matmul"), make("xla")

@@ -167,6 +167,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(reference, tmp_path, compilati
   assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow
 def test_sigint_in_process_raises_training_stopped_130(tmp_path, monkeypatch):
   # Ctrl-C arrives while step 3 is being saved; the loop saves step 3 and stops.
   save, sent = Checkpoints.save_latest, []
@@ -193,6 +194,7 @@ def test_sigint_in_process_raises_training_stopped_130(tmp_path, monkeypatch):
 # unfinished and corrupt checkpoints
 
 
+@pytest.mark.slow
 def test_unfinished_save_and_cut_off_log_line_are_ignored(reference, tmp_path):
   workdir = copy_of(reference, tmp_path)
   # killed while saving step 12 (orbax writes into a temporary directory, then renames it)

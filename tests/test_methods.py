@@ -258,6 +258,7 @@ def test_reptile_update_on_a_quadratic_matches_the_closed_form():
     np.testing.assert_allclose(state.params["w"], expected, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_reptile_learner_gradient_is_theta_minus_adapted():
   with jax.enable_x64(True):
     model, task = vec_model(), to64(first(vec_tasks()))
