@@ -124,20 +124,13 @@ def variant_config(name: str, overrides: Sequence[str] = ()):
     raise ValueError(f"bench variant {name!r} sets keys the config does not have: {unknown}")
   for key, value in changes.items():
     section, _, leaf = key.rpartition(".")
-    _node(config, section)[leaf] = value
+    config_lib.get_value(config, section)[leaf] = value
   overrides = [legacy.translate_override(o) for o in overrides]
   config_lib.apply_overrides(config, overrides)
   if whole_batch and not any(o.partition("=")[0].strip() == "run.task_chunk" for o in overrides):
     config.run.task_chunk = config.task.meta_batch
   build.check_config(config)
   return config
-
-
-def _node(config, dotted: str):
-  node = config
-  for part in filter(None, dotted.split(".")):
-    node = node[part]
-  return node
 
 
 def random_batch(config, seed: int = 0) -> dict:

@@ -33,7 +33,7 @@ from mmfsl_jax.nn.encoders.image import conv4, resnet12
 from mmfsl_jax.nn.encoders.text import token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.data import DATASET_INFO, TextInfo, train_augmentation
+from mmfsl_jax.run.data import DATASET_INFO, TextInfo, dataset_image_size, train_augmentation
 
 MODALITIES = ("image", "text")
 IMAGE_ENCODERS = ("conv4", "resnet12")
@@ -69,12 +69,13 @@ POSITIVE = ("task.k_shot", "task.q_query", "task.meta_batch", "inner.steps",
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError, naming the keys, on any setting no run could use."""
   for key, choices in CHOICES.items():
-    if config_lib.get_value(config, key) not in choices:
-      raise ConfigError(f"{key}={config_lib.get_value(config, key)!r} is not valid; choose one of "
-                        f"{', '.join(choices)}")
+    value = config_lib.get_value(config, key)
+    if value not in choices:
+      raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}")
   for key in POSITIVE:
-    if config_lib.get_value(config, key) <= 0:
-      raise ConfigError(f"{key} must be positive, got {config_lib.get_value(config, key)}")
+    value = config_lib.get_value(config, key)
+    if value <= 0:
+      raise ConfigError(f"{key} must be positive, got {value}")
   mods = tuple(config.data.modalities)
   if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
     raise ConfigError(f"data.modalities={mods!r}: give a non-empty subset of {MODALITIES}")
@@ -120,8 +121,7 @@ def _check_model(config, mods) -> None:
   if model.fuser == "gated" and len(mods) == 2 and mods[1] != "text":
     raise ConfigError("the gated fuser takes its gate from text: list data.modalities as "
                       "('image', 'text')")
-  image_size = config.data.image_size or (
-      config.data.shapes.image_size if config.data.name == "shapes" else 0)
+  image_size = dataset_image_size(config)
   pools = 4 if model.image.encoder == "conv4" else len(model.image.resnet_channels)
   if model.image.pool == "floor" and "image" in mods and 0 < image_size < 2 ** pools:
     raise ConfigError(f"model.image.pool='floor' halves the image {pools} times, rounding "

@@ -88,11 +88,10 @@ def check_manifest_model(config, data) -> None:
 
 def read_manifest_for(config, data, columns: dict[str, str | None]) -> ClassDataset:
   """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
-  reads (after `check_manifest_model`): its modalities (the columns `columns` names; None:
-  the training config's data.files.* columns when it was trained on files, else image,
-  text, label), images decoded at the model's image size with 3 channels, text still raw
-  (`run.data.encode_text` encodes it)."""
-  check_manifest_model(config, data)
+  reads (the caller has run `check_manifest_model`): its modalities (the columns `columns`
+  names; None: the training config's data.files.* columns when it was trained on files,
+  else image, text, label), images decoded at the model's image size with 3 channels, text
+  still raw (`run.data.encode_text` encodes it)."""
   trained_on_files = config.data.name == "files"
   chosen = {name: value if value is not None else
             (str(config.data.files[name]) if trained_on_files else name.split("_")[0])
