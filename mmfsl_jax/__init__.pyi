@@ -30,6 +30,9 @@ from .run.evaluators.episodic import evaluate_workdir as evaluate_workdir
 from .run.evaluators.episodic import make_batched_predict as make_batched_predict
 from .run.evaluators.metrics import episode_metrics as episode_metrics
 from .run.evaluators.metrics import mean_and_ci95 as mean_and_ci95
+from .run.predict import Predictions as Predictions
+from .run.predict import embed as embed
+from .run.predict import predict as predict
 from .run.train import train_and_evaluate as train_and_evaluate
 
 __version__: str

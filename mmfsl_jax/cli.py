@@ -1,10 +1,12 @@
-"""The `mmfsl` command: `mmfsl train`, `mmfsl eval` and `mmfsl data`.
+"""The `mmfsl` command: train, eval, predict, embed, data, bench.
 
     mmfsl train --config CONFIG --workdir DIR [--distributed ...] [key=value ...]
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
                [--batch-norm trained|population [--population-batches B]]
                [--data MANIFEST [--image-column C] [--text-column C] [--label-column C]]
+    mmfsl predict --workdir DIR --support S --query Q [--output predictions.csv]
+    mmfsl embed --workdir DIR --input M [--output embeddings.npz]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
     mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                           help=f"--data: the manifest's {modality} column (default: the "
                                f"training config's data.files.{modality}_column when it was "
                                f"trained on files, else {modality})")
+  _add_predict_commands(commands)
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
   data_commands = data.add_subparsers(dest="data_command")
   prepare = data_commands.add_parser(
@@ -147,6 +150,49 @@ def _parser() -> argparse.ArgumentParser:
                      help="config overrides applied to every variant "
                           "(e.g. model.image.conv_impl=xla)")
   return parser
+
+
+def _add_manifest_flags(parser: argparse.ArgumentParser) -> None:
+  for modality in ("image", "text", "label"):
+    parser.add_argument(f"--{modality}-column", default=None,
+                        help=f"the manifests' {modality} column (default: the training "
+                             f"config's data.files.{modality}_column when it was trained on "
+                             f"files, else {modality})")
+  parser.add_argument("--batch-norm", choices=("trained", "population"), default="trained",
+                      help="trained (as in training: statistics of the examples processed "
+                           "together; default) or population (the training population's "
+                           "moments: each example on its own)")
+  parser.add_argument("--population-batches", type=int, default=50,
+                      help="--batch-norm population: training tasks to average (default 50)")
+
+
+def _add_predict_commands(commands) -> None:
+  predict = commands.add_parser(
+      "predict", help="classify queries among the classes of a labelled support set")
+  predict.add_argument("--workdir", default="runs/default")
+  predict.add_argument("--support", required=True, metavar="MANIFEST",
+                       help="labelled examples of the classes to choose between: a CSV, TSV "
+                            "or JSON-lines manifest or an ImageFolder (as data.name=files "
+                            "reads them), every modality the model reads")
+  predict.add_argument("--query", required=True, metavar="MANIFEST",
+                       help="the examples to classify: a manifest (labels optional; a row "
+                            "may lack a modality) or a directory of images")
+  predict.add_argument("--output", default="predictions.csv",
+                       help="CSV file written: one row per query (default predictions.csv)")
+  predict.add_argument("--inner-steps", type=int, default=None,
+                       help="MAML family: inner steps on the support (default: the config's "
+                            "inner.eval_steps, else inner.steps)")
+  _add_manifest_flags(predict)
+  embed = commands.add_parser(
+      "embed", help="the fused and per-modality embeddings of every row of a manifest")
+  embed.add_argument("--workdir", default="runs/default")
+  embed.add_argument("--input", required=True, metavar="MANIFEST",
+                     help="a manifest (labels optional; a row may lack a modality) or a "
+                          "directory of images")
+  embed.add_argument("--output", default="embeddings.npz",
+                     help=".npz file written: fused, aligned_<modality>, present_<modality>, "
+                          "label (default embeddings.npz)")
+  _add_manifest_flags(embed)
 
 
 def _config_from(args):
@@ -222,6 +268,44 @@ def _eval(args) -> int:
   return 0
 
 
+def _columns(args) -> dict:
+  return dict(image_column=args.image_column, text_column=args.text_column,
+              label_column=args.label_column, batch_norm=args.batch_norm,
+              population_batches=args.population_batches)
+
+
+def _predict(args) -> int:
+  from mmfsl_jax.run.predict import predict, write_predictions
+  if not args.output.endswith(".csv"):
+    raise UserError(f"--output must be a .csv file, got {args.output!r}")
+  predictions = predict(args.workdir, args.support, args.query, inner_steps=args.inner_steps,
+                        **_columns(args))
+  path = write_predictions(predictions, args.output)
+  counts = {name: 0 for name in predictions.classes}
+  for name in predictions.predicted_labels:
+    counts[name] += 1
+  print(f"{len(predictions.predicted)} queries, {len(predictions.classes)} classes: "
+        + ", ".join(f"{name} {count}" for name, count in counts.items()))
+  correct, labelled = predictions.accuracy()
+  if labelled:
+    print(f"accuracy on the {labelled} queries labelled with a support class: "
+          f"{100 * correct / labelled:.2f} % ({correct} correct)")
+  print(f"wrote {path}")
+  return 0
+
+
+def _embed(args) -> int:
+  from mmfsl_jax.run.predict import embed, write_embeddings
+  if not args.output.endswith(".npz"):
+    raise UserError(f"--output must be a .npz file, got {args.output!r}")
+  arrays = embed(args.workdir, args.input, **_columns(args))
+  path = write_embeddings(arrays, args.output)
+  print(f"{arrays['fused'].shape[0]} rows, embedding dimension {arrays['fused'].shape[1]}: "
+        + ", ".join(f"{key} {list(value.shape)}" for key, value in arrays.items()))
+  print(f"wrote {path}")
+  return 0
+
+
 def _prepare(args) -> int:
   if args.name == "omniglot":
     from mmfsl_jax.data.sources import omniglot
@@ -272,6 +356,10 @@ def main(argv=None) -> int:
       return _eval(args)
     if args.command == "bench":
       return _bench(args)
+    if args.command == "predict":
+      return _predict(args)
+    if args.command == "embed":
+      return _embed(args)
     return _data(args)
   except _USER_ERRORS as error:
     if os.environ.get("MMFSL_DEBUG"):

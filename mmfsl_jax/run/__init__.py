@@ -7,4 +7,4 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__, submodules=["build", "checkpoint", "config", "data", "evaluators", "faults", "legacy",
-                          "host_memory", "sharding", "throughput", "train", "workdir"])
+                          "host_memory", "predict", "sharding", "throughput", "train", "workdir"])

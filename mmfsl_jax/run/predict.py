@@ -1,0 +1,305 @@
+"""A trained model applied to your own examples: classify queries against labelled supports of
+new classes (`mmfsl predict`, `mm.predict`), or embed examples (`mmfsl embed`, `mm.embed`).
+
+    predictions = predict("runs/default", "support.csv", "queries.csv")
+    predictions.classes            the support's class names, sorted (column j below)
+    predictions.probabilities      float32 [n, N]
+    predictions.predicted_labels   the most probable class of each query
+    arrays = embed("runs/default", "examples.csv")   # "fused" [n, d], "aligned_<m>" [n, d], ...
+
+The support is a manifest (or ImageFolder) of labelled examples with every modality the model
+reads (data/sources/files.py); it may have any number of classes (2 or more; the training
+way for learners with a fixed head) and any number of examples per class. The MAML family
+adapts on it for its test-time inner steps. The queries (data/sources/rows.py) need no
+label, and each may lack a modality: a query is classified by the model restricted to the
+modalities it has (the fusers run on any subset with the same parameters), against the
+support embedded with those same modalities, so that query and prototypes (or the adapted
+head's inputs) are the same function of the same inputs. Queries with the same modalities
+form one task.
+
+Images are read at the model's image size as its training data were; text is encoded as the
+training run encoded it (its vocabulary or pretrained tokenizer, run/data.py's
+`text_mapping`, which reads the training split for a word vocabulary or for the statistics of
+frozen features). Batch norm: with `batch_norm="trained"` (as in training) a task's
+statistics come from its own examples, so a query's probabilities depend on the other
+queries of its task (and an embedding on the other rows of its batch) under transductive
+batch norm; "population" normalises every example with the training population's moments
+(test_time.py), independently of the others.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import contextlib
+import csv
+import dataclasses
+import os
+from pathlib import Path
+import tempfile
+
+import jax
+import numpy as np
+
+from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.data.sources.rows import Rows, read_rows
+from mmfsl_jax.errors import UserError
+from mmfsl_jax.nn.encoders.batch_norm import fixed_batch_moments
+from mmfsl_jax.run import build
+from mmfsl_jax.run import data as run_data
+from mmfsl_jax.run.evaluators.episodic import (check_manifest_model, make_batched_predict,
+                                               read_manifest_for)
+from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
+from mmfsl_jax.run.workdir import require_checkpoint, restore_for
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  """The classes of each query, in the query file's row order."""
+  classes: tuple[str, ...]                  # the support's classes (sorted): column j
+  probabilities: np.ndarray                 # float32 [n, N]
+  modalities: tuple[tuple[str, ...], ...]   # the modalities each query was classified with
+  labels: tuple[str | None, ...]            # the query file's labels, where it has them
+  inputs: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  # modality -> each query's cell as written (its image path, its text; "" where absent)
+
+  @property
+  def predicted(self) -> np.ndarray:
+    """int [n]: the index in `classes` of each query's most probable class."""
+    return self.probabilities.argmax(-1)
+
+  @property
+  def predicted_labels(self) -> tuple[str, ...]:
+    return tuple(self.classes[i] for i in self.predicted)
+
+  def accuracy(self) -> tuple[int, int]:
+    """(correct, labelled): over the queries whose label is one of the support's classes."""
+    scored = [(label, guess) for label, guess in zip(self.labels, self.predicted_labels)
+              if label in self.classes]
+    return sum(label == guess for label, guess in scored), len(scored)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+  config: object
+  model: object
+  learner: object
+  params: dict
+  moments: dict | None
+  text_info: run_data.TextInfo | None
+
+
+def _read_image_options(config) -> dict:
+  return {}
+
+
+def manifest_columns(config, *, image_column: str | None = None,
+                     text_column: str | None = None,
+                     label_column: str | None = None) -> dict[str, str]:
+  """The manifest columns to read: those given, else the training config's data.files.*
+  columns when it was trained on files, else image, text and label."""
+  given = {"image_column": image_column, "text_column": text_column,
+           "label_column": label_column}
+  trained_on_files = config.data.name == "files"
+  return {name: value if value is not None else
+          (str(config.data.files[name]) if trained_on_files else name.split("_")[0])
+          for name, value in given.items()}
+
+
+def _example_task(config, text_info, n_way: int) -> dict:
+  """A task of one example per class with zeros for every modality: the shapes the learner's
+  parameters are initialised (and so restored) from."""
+  inputs = {}
+  if "image" in config.data.modalities:
+    size = run_data.dataset_image_size(config)
+    channels = run_data.dataset_channels(config.data.name)
+    inputs["image"] = np.zeros((n_way, size, size, channels), np.float32)
+  if "text" in config.data.modalities:
+    inputs["text"] = text_info.encode([""] * n_way)
+  labels = np.arange(n_way, dtype=np.int32)
+  return {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
+
+
+def _load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
+                  population_batches: int, seed: int) -> _Trained:
+  """The workdir's best checkpoint as a learner for `n_way`-way tasks, with what reading
+  new examples needs: the training run's text mapping, test-time batch-norm moments."""
+  needs_training_data = ("text" in config.data.modalities or batch_norm == "population"
+                         or config.learner.name == "baselinepp")
+  splits, text_info = (run_data.prepare_splits(config) if needs_training_data else ({}, None))
+  train = splits.get("train")
+  model = build.build_model(config, text_info, train)
+  learner = build.build_learner(config, model, n_way=n_way, for_eval=True,
+                                num_classes=None if train is None else train.num_classes)
+  state = restore_for(workdir, learner, config, _example_task(config, text_info, n_way))
+  moments, _ = test_time_moments(batch_norm, population_batches, config, model, state.params,
+                                 train, seed)
+  return _Trained(config, model, learner, state.params, moments, text_info)
+
+
+def _encode_texts(text_info, *texts: Sequence[str]) -> list[np.ndarray]:
+  """Each list of raw texts encoded, all in one call (word ids padded to one length)."""
+  sizes = np.cumsum([len(t) for t in texts])[:-1]
+  encoded = text_info.encode([str(t) for group in texts for t in group])
+  return np.split(np.asarray(encoded), sizes)
+
+
+def _check_learner(config, what: str) -> None:
+  if config.learner.name == "am3":
+    raise UserError(f"learner.name=am3 classifies with each class's own text "
+                    f"(ClassDataset.class_texts), which {what} does not read; it is not "
+                    f"supported for an am3 model")
+
+
+def _query_rows(config, queries, columns: dict) -> Rows:
+  return read_rows(queries, modalities=tuple(config.data.modalities),
+                   image_size=run_data.dataset_image_size(config), **columns,
+                   **_read_image_options(config))
+
+
+def predict(workdir, support, queries, *, image_column: str | None = None,
+            text_column: str | None = None, label_column: str | None = None,
+            inner_steps: int | None = None, batch_norm: str = "trained",
+            population_batches: int = 50, seed: int = 0) -> Predictions:
+  """The classes of the `queries` (a manifest or a directory of images) among those of the
+  labelled `support` (a manifest or ImageFolder), by the trained model of `workdir` (module
+  docstring). Columns default to the training config's data.files.* (else image, text,
+  label); `inner_steps` replaces the MAML family's test-time steps."""
+  workdir = Path(workdir)
+  config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
+                            population_batches=population_batches)
+  _check_learner(config, "a support manifest")
+  check_manifest_model(config, support)
+  require_checkpoint(workdir)
+  columns = manifest_columns(config, image_column=image_column, text_column=text_column,
+                             label_column=label_column)
+  support_set: ClassDataset = read_manifest_for(config, support, columns)
+  n_way = support_set.num_classes
+  if n_way < 2:
+    raise UserError(f"the support {str(support)!r} has one class "
+                    f"({support_set.class_names[0]!r}); give labelled examples of at least 2 "
+                    f"classes to choose between")
+  build.check_eval_way(config, n_way, UserError)
+  rows = _query_rows(config, queries, columns)
+  trained = _load_trained(workdir, config, n_way=n_way, batch_norm=batch_norm,
+                          population_batches=population_batches, seed=seed)
+  support_inputs = dict(support_set.examples)
+  query_inputs = dict(rows.examples)
+  if "text" in support_inputs:
+    support_inputs["text"], query_inputs["text"] = _encode_texts(
+        trained.text_info, support_set.examples["text"], rows.examples["text"])
+
+  predict_tasks = make_batched_predict(trained.learner, config.run.task_chunk, trained.moments)
+  probabilities = np.zeros((len(rows), n_way), np.float32)
+  used: list[tuple[str, ...]] = [()] * len(rows)
+  for modalities, at in rows.modality_sets().items():
+    task = {"support": {**{m: support_inputs[m] for m in modalities},
+                        "label": support_set.labels},
+            "query": {**{m: query_inputs[m][at] for m in modalities},
+                      "label": np.zeros(len(at), np.int32)}}
+    batch = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], task)
+    logits = np.asarray(predict_tasks(trained.params, batch))[0]
+    probabilities[at] = np.asarray(jax.nn.softmax(logits, axis=-1))
+    for i in at:
+      used[i] = modalities
+  return Predictions(classes=support_set.class_names, probabilities=probabilities,
+                     modalities=tuple(used), labels=rows.labels, inputs=rows.cells)
+
+
+def embed(workdir, examples, *, image_column: str | None = None, text_column: str | None = None,
+          label_column: str | None = None, batch_norm: str = "trained",
+          population_batches: int = 50, seed: int = 0,
+          batch_size: int = 256) -> dict[str, np.ndarray]:
+  """The embeddings of every row of `examples` (a manifest or a directory of images) under
+  the trained model of `workdir`, in row order:
+      "fused" float32 [n, d]; "aligned_<m>" float32 [n, d] per modality m of the model (each
+      modality in the shared space before fusion; NaN rows where a row lacks m);
+      "present_<m>" bool [n]; "label" str [n] (the label column, "" where none).
+  A row's fused embedding fuses the modalities it has. Rows with the same modalities are
+  embedded `batch_size` at a time (each call's batch statistics, unless population)."""
+  if batch_size < 1:
+    raise UserError(f"batch_size must be at least 1, got {batch_size}")
+  workdir = Path(workdir)
+  config = test_time_config(workdir, batch_norm=batch_norm,
+                            population_batches=population_batches)
+  require_checkpoint(workdir)
+  columns = manifest_columns(config, image_column=image_column, text_column=text_column,
+                             label_column=label_column)
+  rows = _query_rows(config, examples, columns)
+  trained = _load_trained(workdir, config, n_way=config.task.n_way, batch_norm=batch_norm,
+                          population_batches=population_batches, seed=seed)
+  inputs = dict(rows.examples)
+  if "text" in inputs:
+    inputs["text"] = _encode_texts(trained.text_info, rows.examples["text"])[0]
+
+  moments = trained.moments
+
+  def apply(params, batch):
+    with fixed_batch_moments(moments) if moments is not None else contextlib.nullcontext():
+      return trained.model.apply(params["model"], batch, train=False)
+
+  apply = jax.jit(apply)
+  modalities_all = tuple(config.data.modalities)
+  fused, aligned = None, {}
+  for modalities, at in rows.modality_sets().items():
+    for start in range(0, len(at), batch_size):
+      chunk = at[start:start + batch_size]
+      out, per_modality = apply(trained.params, {m: inputs[m][chunk] for m in modalities})
+      if fused is None:
+        dim = out.shape[-1]
+        fused = np.zeros((len(rows), dim), np.float32)
+        aligned = {m: np.full((len(rows), dim), np.nan, np.float32) for m in modalities_all}
+      fused[chunk] = np.asarray(out)
+      for m, z in per_modality.items():
+        aligned[m][chunk] = np.asarray(z)
+  result = {"fused": fused}
+  for m in modalities_all:
+    result[f"aligned_{m}"] = aligned[m]
+    result[f"present_{m}"] = rows.present[m]
+  result["label"] = np.asarray(["" if label is None else label for label in rows.labels])
+  return result
+
+
+def _atomic_path(path: Path):
+  """A temporary file beside `path` (renamed onto it once complete)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  os.close(handle)
+  return Path(temporary)
+
+
+def write_predictions(predictions: Predictions, path) -> Path:
+  """One CSV row per query: row (1-based), the query's image and text cells as written,
+  its label where the file has labels, the predicted class, its
+  probability, the modalities used, and p_<class> per class. Written whole or not at all."""
+  path = Path(path)
+  labelled = any(label is not None for label in predictions.labels)
+  cells = predictions.inputs
+  header = ["row", *cells, *(["label"] if labelled else []), "predicted", "probability",
+            "modalities", *(f"p_{name}" for name in predictions.classes)]
+  temporary = _atomic_path(path)
+  try:
+    with temporary.open("w", newline="", encoding="utf-8") as f:
+      writer = csv.writer(f)
+      writer.writerow(header)
+      for i, guess in enumerate(predictions.predicted_labels):
+        p = predictions.probabilities[i]
+        writer.writerow([i + 1, *(cells[m][i] for m in cells),
+                         *([predictions.labels[i] or ""] if labelled else []), guess,
+                         f"{p.max():.6f}", "+".join(predictions.modalities[i]),
+                         *(f"{v:.6f}" for v in p)])
+    os.replace(temporary, path)
+  finally:
+    temporary.unlink(missing_ok=True)
+  return path
+
+
+def write_embeddings(arrays: dict[str, np.ndarray], path) -> Path:
+  """`embed`'s arrays as one .npz file, written whole or not at all."""
+  path = Path(path)
+  temporary = _atomic_path(path)
+  try:
+    with temporary.open("wb") as f:
+      np.savez(f, **arrays)
+    os.replace(temporary, path)
+  finally:
+    temporary.unlink(missing_ok=True)
+  return path
