@@ -4,7 +4,8 @@
     mmfsl eval --workdir DIR [--benchmark episodic|omniglot-runs] [--data-dir DIR]
                [--n-way N] [--k-shot K] [--inner-steps S] [--output FILE]
                [--batch-norm trained|population [--population-batches B]]
-               [--data MANIFEST [--image-column C] [--text-column C] [--label-column C]]
+               [--data MANIFEST [--image-column C] [--text-column C] [--label-column C]
+                [--column MODALITY=COLUMN ...]]
     mmfsl predict --workdir DIR --support S --query Q [--output predictions.csv]
     mmfsl embed --workdir DIR --input M [--output embeddings.npz]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
@@ -108,11 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                              "labelled data instead (cross-domain evaluation): a CSV, TSV or "
                              "JSON-lines manifest or an ImageFolder, as data.name=files reads "
                              "them, preprocessed as the model's training data")
-  for modality in ("image", "text", "label"):
-    evaluate.add_argument(f"--{modality}-column", default=None,
-                          help=f"--data: the manifest's {modality} column (default: the "
-                               f"training config's data.files.{modality}_column when it was "
-                               f"trained on files, else {modality})")
+  _add_column_flags(evaluate, "--data: the manifest's")
   _add_predict_commands(commands)
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
   data_commands = data.add_subparsers(dest="data_command")
@@ -152,12 +149,30 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _add_manifest_flags(parser: argparse.ArgumentParser) -> None:
+def _add_column_flags(parser: argparse.ArgumentParser, whose: str) -> None:
   for modality in ("image", "text", "label"):
     parser.add_argument(f"--{modality}-column", default=None,
-                        help=f"the manifests' {modality} column (default: the training "
-                             f"config's data.files.{modality}_column when it was trained on "
-                             f"files, else {modality})")
+                        help=f"{whose} {modality} column (default: the training config's "
+                             f"data.files.{modality}_column when it was trained on files, "
+                             f"else {modality})")
+  parser.add_argument("--column", action="append", default=[], metavar="MODALITY=COLUMN",
+                      help=f"{whose} column of another modality (repeatable; default: the "
+                           f"training config's data.files.columns, else the modality's name)")
+
+
+def _column_map(items) -> dict[str, str]:
+  out = {}
+  for item in items:
+    modality, equals, column = item.partition("=")
+    if not equals or not modality.strip() or not column.strip():
+      raise UserError(f"--column {item!r}: write MODALITY=COLUMN, e.g. --column "
+                      f"vector_labs=labs")
+    out[modality.strip()] = column.strip()
+  return out
+
+
+def _add_manifest_flags(parser: argparse.ArgumentParser) -> None:
+  _add_column_flags(parser, "the manifests'")
   parser.add_argument("--batch-norm", choices=("trained", "population"), default="trained",
                       help="trained (as in training: statistics of the examples processed "
                            "together; default) or population (the training population's "
@@ -260,7 +275,8 @@ def _eval(args) -> int:
                               split=args.split, batch_norm=args.batch_norm,
                               population_batches=args.population_batches, data=args.data,
                               image_column=args.image_column, text_column=args.text_column,
-                              label_column=args.label_column)
+                              label_column=args.label_column,
+                              columns=_column_map(args.column) or None)
     for name in ("accuracy", "macro_recall", "macro_f1"):
       print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
             f"({result[name]['n']} episodes)")
@@ -270,7 +286,8 @@ def _eval(args) -> int:
 
 def _columns(args) -> dict:
   return dict(image_column=args.image_column, text_column=args.text_column,
-              label_column=args.label_column, batch_norm=args.batch_norm,
+              label_column=args.label_column, columns=_column_map(args.column),
+              batch_norm=args.batch_norm,
               population_batches=args.population_batches)
 
 

@@ -116,7 +116,7 @@ def test_feature_text_without_the_training_split_is_a_clear_error():
   from mmfsl_jax.run.build import build_model
   config = bench.variant_config("maml_fused", TINY)
   with pytest.raises(ConfigError, match="training split"):
-    build_model(config, TextInfo("features", feature_dim=8), None)
+    build_model(config, {"text": TextInfo("features", feature_dim=8)}, None)
 
 
 @pytest.mark.slow

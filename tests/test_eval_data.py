@@ -21,7 +21,8 @@ from mmfsl_jax.data.sources import files
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run import data as run_data
-from mmfsl_jax.run.evaluators.episodic import evaluate_workdir, read_manifest_for
+from mmfsl_jax.run.evaluators.episodic import (evaluate_workdir, manifest_columns,
+                                               read_manifest_for)
 from mmfsl_jax.run.train import train_and_evaluate
 
 STEPS = 20
@@ -155,17 +156,17 @@ def test_manifest_without_the_model_columns(manifests, tmp_path):
   _, captions = manifests
   config = _config()
   with pytest.raises(UserError, match=r"text \(column 'text'\).*--text-column"):
-    read_manifest_for(config, captions, {"text_column": None})
+    read_manifest_for(config, captions, manifest_columns(config))
   config.data.modalities = ("image",)  # an image-only model needs no caption column
-  dataset = read_manifest_for(config, captions, {"text_column": None})
+  dataset = read_manifest_for(config, captions, manifest_columns(config))
   assert dataset.modalities == ("image",) and dataset.num_classes == 6
   with pytest.raises(UserError, match=r"image \(column 'picture'\)"):
-    read_manifest_for(config, captions, {"image_column": "picture"})
+    read_manifest_for(config, captions, manifest_columns(config, image_column="picture"))
 
 
 def test_missing_manifest(tmp_path):
   with pytest.raises(UserError, match="nowhere.csv' does not exist"):
-    read_manifest_for(_config(), tmp_path / "nowhere.csv", {})
+    read_manifest_for(_config(), tmp_path / "nowhere.csv", manifest_columns(_config()))
 
 
 def test_split_val_with_data_is_refused(tmp_path):

@@ -379,8 +379,10 @@ def test_manifest_errors(tmp_path):
     splits_of(tmp_path / "absent.csv", tmp_path)
   with pytest.raises(UserError, match="no manifest given"):
     splits_of("", tmp_path)
-  with pytest.raises(UserError, match="modalities=.*non-empty subset"):
+  with pytest.raises(UserError, match="modality 'audio' has no kind"):
     splits_of(tmp_path / "x.csv", tmp_path, modalities=("audio",))
+  with pytest.raises(UserError, match="distinct modality names"):
+    splits_of(tmp_path / "x.csv", tmp_path, modalities=("image", "image"))
   with pytest.raises(UserError, match="image_size must be a positive integer"):
     splits_of(tmp_path / "x.csv", tmp_path, image_size=0)
 
@@ -442,7 +444,7 @@ def test_the_config_builds_the_splits(data, monkeypatch):
   splits, info = run_data.prepare_splits(config)
   assert [splits[s].num_classes for s in ("train", "val", "test")] == [4, 2, 2]
   assert splits["train"].examples["image"].shape == (20, 16, 16, 3)
-  assert splits["train"].examples["text"].dtype == np.int32 and info.kind == "ids"
+  assert splits["train"].examples["text"].dtype == np.int32 and info["text"].kind == "ids"
   assert splits["train"].class_texts["text"].shape[0] == 4
   assert list((tmp_path / "xdg" / "mmfsl_jax").glob("files_16px_*.npz"))
   image_only = files_config(manifest, "data.files.split_column=s", "data.modalities=('image',)",

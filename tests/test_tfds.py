@@ -221,7 +221,7 @@ def test_per_example_text_from_class_names_is_refused():
   config_lib.apply_overrides(config, ["data.modalities=('image',)"])
   with _mock(_cifar_examples()):
     splits, info = prepare_splits(config)
-  assert info is None and list(splits["train"].examples) == ["image"]
+  assert info == {} and list(splits["train"].examples) == ["image"]
 
 
 def test_not_prepared_names_dataset_directory_and_command(tmp_path):

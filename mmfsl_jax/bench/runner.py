@@ -199,8 +199,9 @@ def _gflop_per_task(jaxpr, meta_batch: int) -> float | None:
 def build_variant(name: str, overrides: Sequence[str] = ()):
   """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
-  text_info = TextInfo("ids", vocab_size=VOCAB_SIZE) if "text" in config.data.modalities else None
-  model = build.build_model(config, text_info, None)
+  text_infos = ({"text": TextInfo("ids", vocab_size=VOCAB_SIZE)}
+                if "text" in config.data.modalities else {})
+  model = build.build_model(config, text_infos, None)
   learner = build.build_learner(config, model)
   optimizer = build.build_optimizer(config)
   batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))

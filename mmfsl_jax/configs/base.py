@@ -27,7 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
   #                                 files (your own: data.files below)
   c.data.dir = ""                 # omniglot: the zips' directory (else $MMFSL_OMNIGLOT_DIR);
   #                                 TFDS datasets: the TFDS data_dir (else TFDS's default)
-  c.data.modalities = ("image", "text")   # a subset gives the unimodal ablations
+  c.data.modalities = ("image", "text")   # a subset gives the unimodal ablations; files:
+  #                                 any names of the kinds image, text, vector (image_ct, ...)
   c.data.image_size = 0           # 0 = the dataset's own (data.shapes.image_size, 28, 32 or 84)
   c.data.augment = "auto"         # train images: auto (the dataset's default) | none | crop_flip
   c.data.shapes = ml_collections.ConfigDict(dict(
@@ -46,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
       split_column="",      # a column naming each row's split (train | val | test), or:
       train_classes=(), val_classes=(), test_classes=(),   # the classes of each split, or:
       split_fractions=(0.6, 0.2, 0.2), split_seed=0,       # a seeded split of the classes
-      class_texts=""))      # a CSV/TSV/JSON-lines file of (label, text): class-level text
+      class_texts="",       # a CSV/TSV/JSON-lines file of (label, text): class-level text
+      columns=()))          # more modalities' columns: ("image_side=side_photo",
+  #                           "vector_labs=labs"); by default a modality's column is its name
 
   c.task = ml_collections.ConfigDict()
   c.task.n_way = 5
@@ -72,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text.trainable = False    # pretrained: fine-tune it, or cache its frozen features
   c.model.text.dim = 64
   c.model.text.max_length = 32
+  c.model.vector = ml_collections.ConfigDict()   # vector modalities (data.name=files):
+  c.model.vector.hidden = (128,)    # standardised with meta-train statistics, then this MLP
+  c.model.vector.dim = 64
   c.model.embed_dim = 64            # the shared space; 0: no projection (features as they are)
   c.model.projection_hidden = ()
   c.model.fuser = "weighted"        # weighted | concat | gated | attention

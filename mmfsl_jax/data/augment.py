@@ -22,6 +22,7 @@ import itertools
 
 import numpy as np
 
+from mmfsl_jax.data.modalities import kind_of
 from mmfsl_jax.errors import UserError
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -102,9 +103,14 @@ def check_augment(name: str) -> str:
 
 def augmented(sampler, name: str):
   """`sampler` with the train-time augmentation `name` ("none": the sampler itself;
-  "crop_flip": padding of image_size // 8 pixels) on its images, if it has any."""
+  "crop_flip": padding of image_size // 8 pixels) on the images of each of its image
+  modalities (data/modalities.py), if it has any."""
   check_augment(name)
-  images = sampler.dataset.examples.get("image")
-  if name == "none" or images is None:
+  if name == "none":
     return sampler
-  return AugmentedSampler(sampler, crop_flip(padding=max(1, int(images.shape[1]) // 8)))
+  for modality in sampler.modalities:
+    if kind_of(modality) == "image":
+      images = sampler.dataset.examples[modality]
+      sampler = AugmentedSampler(sampler, crop_flip(padding=max(1, int(images.shape[1]) // 8)),
+                                 modality)
+  return sampler

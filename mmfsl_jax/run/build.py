@@ -20,6 +20,7 @@ import optax
 from mmfsl_jax.core.component import Component
 from mmfsl_jax.core.model import MultimodalModel, multimodal_model
 from mmfsl_jax.data import augment
+from mmfsl_jax.data.modalities import modality_kind
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.data.sources import omniglot, tfds
 from mmfsl_jax.errors import ConfigError, UserError
@@ -33,7 +34,8 @@ from mmfsl_jax.nn.encoders.image import conv4, resnet12
 from mmfsl_jax.nn.encoders.text import token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.data import DATASET_INFO, TextInfo, dataset_image_size, train_augmentation
+from mmfsl_jax.run.data import (DATASET_INFO, TextInfo, dataset_image_size, file_columns,
+                                train_augmentation)
 
 MODALITIES = ("image", "text")
 IMAGE_ENCODERS = ("conv4", "resnet12")
@@ -63,7 +65,8 @@ CHOICES = {
 }
 POSITIVE = ("task.k_shot", "task.q_query", "task.meta_batch", "inner.steps",
             "run.num_steps", "run.log_every", "run.eval_every", "run.checkpoint_every",
-            "eval.episodes", "eval.q_query", "eval.batch", "optim.lr", "inner.lr")
+            "eval.episodes", "eval.q_query", "eval.batch", "optim.lr", "inner.lr",
+            "model.vector.dim")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -77,8 +80,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if value <= 0:
       raise ConfigError(f"{key} must be positive, got {value}")
   mods = tuple(config.data.modalities)
-  if not mods or any(m not in MODALITIES for m in mods) or len(set(mods)) != len(mods):
-    raise ConfigError(f"data.modalities={mods!r}: give a non-empty subset of {MODALITIES}")
+  _check_modalities(config, mods)
   _check_task_shapes(config)
   _check_model(config, mods)
   _check_learner(config, mods)
@@ -103,6 +105,27 @@ def _check_task_shapes(config) -> None:
                       f"task.meta_batch={batch}, or be at least it (all tasks at once)")
 
 
+def _check_modalities(config, mods) -> None:
+  if not mods or len(set(mods)) != len(mods):
+    raise ConfigError(f"data.modalities={mods!r}: give one or more distinct modalities (a "
+                      f"subset of {MODALITIES}; data.name=files: names of the kinds image, "
+                      f"text and vector, e.g. image_ct)")
+  if config.data.name != "files" and any(m not in MODALITIES for m in mods):
+    raise ConfigError(f"data.modalities={mods!r}: give a non-empty subset of {MODALITIES} "
+                      f"(modalities of other names and kinds are read from your own files, "
+                      f"data.name=files)")
+  for m in mods:
+    try:
+      modality_kind(m)
+    except UserError as error:
+      raise ConfigError(f"data.modalities: {error}") from None
+  columns = file_columns(config)
+  unknown = [m for m in columns if m not in mods]
+  if unknown:
+    raise ConfigError(f"data.files.columns names {unknown}, which data.modalities={mods} "
+                      f"does not have")
+
+
 def _check_model(config, mods) -> None:
   model = config.model
   if model.embed_dim < 0:
@@ -118,12 +141,13 @@ def _check_model(config, mods) -> None:
   if weights and (min(weights) < 0 or sum(weights) <= 0):
     raise ConfigError(f"model.fuse_weights must be non-negative with a positive sum, got "
                       f"{weights}")
-  if model.fuser == "gated" and len(mods) == 2 and mods[1] != "text":
+  if model.fuser == "gated" and len(mods) == 2 and modality_kind(mods[1]) != "text":
     raise ConfigError("the gated fuser takes its gate from text: list data.modalities as "
                       "('image', 'text')")
   image_size = dataset_image_size(config)
   pools = 4 if model.image.encoder == "conv4" else len(model.image.resnet_channels)
-  if model.image.pool == "floor" and "image" in mods and 0 < image_size < 2 ** pools:
+  has_images = any(modality_kind(m) == "image" for m in mods)
+  if model.image.pool == "floor" and has_images and 0 < image_size < 2 ** pools:
     raise ConfigError(f"model.image.pool='floor' halves the image {pools} times, rounding "
                       f"down: images of {image_size} pixels vanish before the last block; use "
                       f"images of at least {2 ** pools} pixels or model.image.pool='same'")
@@ -281,14 +305,18 @@ def training_samplers(config, splits) -> tuple:
 # Model, learner, optimiser
 
 
-def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
+def _standardized_mlp(train_split, modality: str, hidden, out_dim: int) -> Component:
+  if train_split is None:
+    raise ConfigError(f"the vector modality {modality!r} needs the training split (its "
+                      f"features are standardised with the training statistics)")
+  mean, std = fit_standardizer(train_split.examples[modality])
+  return vector_encoder(mean, std, hidden=tuple(hidden), out_dim=out_dim)
+
+
+def _text_encoder(config, text_info: TextInfo, train_split, modality: str = "text") -> Component:
   text = config.model.text
   if text_info.kind == "features":
-    if train_split is None:
-      raise ConfigError("a precomputed-feature text modality needs the training split "
-                        "(its features are standardised with the training statistics)")
-    mean, std = fit_standardizer(train_split.examples["text"])
-    return vector_encoder(mean, std, hidden=(2 * text.dim,), out_dim=text.dim)
+    return _standardized_mlp(train_split, modality, (2 * text.dim,), text.dim)
   if text_info.pretrained is not None:
     from mmfsl_jax.nn.encoders.pretrained_text import pretrained_text_encoder
     encoder = pretrained_text_encoder(text_info.pretrained)
@@ -301,18 +329,24 @@ def _text_encoder(config, text_info: TextInfo, train_split) -> Component:
                             "mean" if text.encoder == "bow" else "gru")
 
 
-def build_model(config, text_info: TextInfo | None, train_split=None) -> MultimodalModel:
-  """The model section as a MultimodalModel over data.modalities. `train_split` is read
-  only by a precomputed-feature text modality (for its statistics)."""
+def build_model(config, text_infos: dict[str, TextInfo], train_split=None) -> MultimodalModel:
+  """The model section as a MultimodalModel over data.modalities, one encoder each by its
+  kind (image: model.image; text: model.text, from `text_infos[modality]`, what
+  `run.data.prepare_splits` gives; vector: model.vector). `train_split` is read only by
+  vector and precomputed-feature text modalities (for their statistics)."""
   model, mods = config.model, tuple(config.data.modalities)
   encoders = {}
-  if "image" in mods:
-    image = model.image
-    options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
-    encoders["image"] = (conv4(image.channels, **options) if image.encoder == "conv4"
-                         else resnet12(tuple(image.resnet_channels), **options))
-  if "text" in mods:
-    encoders["text"] = _text_encoder(config, text_info, train_split)
+  for m in mods:
+    kind = modality_kind(m)
+    if kind == "image":
+      image = model.image
+      options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
+      encoders[m] = (conv4(image.channels, **options) if image.encoder == "conv4"
+                     else resnet12(tuple(image.resnet_channels), **options))
+    elif kind == "text":
+      encoders[m] = _text_encoder(config, text_infos[m], train_split, m)
+    else:
+      encoders[m] = _standardized_mlp(train_split, m, model.vector.hidden, model.vector.dim)
   aligner = align.projections(mods, model.embed_dim, tuple(model.projection_hidden))
   fuser = fuse.make_fuser(model.fuser, mods, weights=tuple(model.fuse_weights) or None)
   return multimodal_model(encoders, aligner, fuser)

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.data.modalities import kind_of, of_kind
 from mmfsl_jax.data.sources.shapes import ShapesConfig, shapes_splits
 from mmfsl_jax.data.text import WordVocabulary
-from mmfsl_jax.errors import UserError
+from mmfsl_jax.errors import ConfigError, UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -97,6 +98,8 @@ def check_dataset_modalities(config) -> None:
         "data.name=files needs data.files.manifest: a CSV, TSV or JSON-lines file with one "
         "row per example (image paths relative to it), or an ImageFolder directory "
         "root/<class>/<image>")
+  if name == "files":
+    return  # a manifest holds any modalities; files.py names a missing column
   has = dataset_modalities(name)
   missing = [m for m in config.data.modalities if m not in has]
   if "text" in missing and name in _NAME_TEXT:
@@ -113,6 +116,20 @@ def check_dataset_modalities(config) -> None:
         f"{tuple(config.data.modalities)} asks for {missing}. Set data.modalities=\"{has}\""
         + (" (as the omniglot_protonet config does)" if "omniglot" in name else "")
         + f", or choose a dataset with text: {', '.join(with_text)}")
+
+
+def file_columns(config) -> dict[str, str]:
+  """data.files.columns ("modality=column" items) as modality -> column."""
+  out = {}
+  for item in tuple(config.data.files.columns):
+    modality, equals, column = str(item).partition("=")
+    if not equals or not modality.strip() or not column.strip():
+      raise ConfigError(f"data.files.columns item {item!r}: write modality=column, e.g. "
+                        f"\"vector_labs=labs\"")
+    if modality.strip() in out:
+      raise ConfigError(f"data.files.columns names {modality.strip()!r} twice")
+    out[modality.strip()] = column.strip()
+  return out
 
 
 def build_splits(config) -> dict[str, ClassDataset]:
@@ -136,7 +153,8 @@ def build_splits(config) -> dict[str, ClassDataset]:
         train_classes=tuple(files.train_classes), val_classes=tuple(files.val_classes),
         test_classes=tuple(files.test_classes), split_fractions=tuple(files.split_fractions),
         split_seed=int(files.split_seed), class_texts=str(files.class_texts),
-        image_size=image_size, modalities=tuple(data.modalities))
+        image_size=image_size, modalities=tuple(data.modalities),
+        columns=file_columns(config))
   omniglot = data.omniglot
   if data.name == "omniglot":
     from mmfsl_jax.data.sources.omniglot import omniglot_splits
@@ -154,38 +172,42 @@ def build_splits(config) -> dict[str, ClassDataset]:
   return tfds_splits(data.name, data_dir=data_dir, image_size=image_size)
 
 
-def _map_text(splits, fn):
+def _map_text(splits, modality: str, fn):
   out = {}
   for name, ds in splits.items():
-    class_text = ds.class_texts.get("text")
+    class_text = ds.class_texts.get(modality)
     out[name] = ds.with_modality(
-        "text", fn(list(ds.examples["text"])),
+        modality, fn(list(ds.examples[modality])),
         None if class_text is None else fn(list(class_text)))
   return out
 
 
-def _pad_to_same_length(splits):
-  """Pads id arrays of all splits (examples and class texts) to one length L."""
-  arrays = [a for ds in splits.values() for a in (ds.examples["text"], ds.class_texts.get("text"))
-            if a is not None]
+def _pad_to_same_length(splits, modality: str):
+  """Pads the id arrays of `modality` in all splits (examples and class texts) to one length."""
+  arrays = [a for ds in splits.values()
+            for a in (ds.examples[modality], ds.class_texts.get(modality)) if a is not None]
   length = max(a.shape[1] for a in arrays)
   pad = lambda a: np.pad(a, ((0, 0), (0, length - a.shape[1])))
-  return {n: ds.with_modality("text", pad(ds.examples["text"]),
-                              None if "text" not in ds.class_texts else pad(ds.class_texts["text"]))
+  return {n: ds.with_modality(modality, pad(ds.examples[modality]),
+                              None if modality not in ds.class_texts
+                              else pad(ds.class_texts[modality]))
           for n, ds in splits.items()}
 
 
-def text_mapping(train: ClassDataset, config) -> TextInfo:
-  """The TextInfo of the config's text encoder; its `encode` turns raw texts into the arrays
-  the model reads, built from the meta-train split `train` (the bow/gru vocabulary)."""
+def text_mapping(train: ClassDataset, config, modality: str = "text", *,
+                 pretrained=None) -> TextInfo:
+  """The TextInfo of the config's text encoder for the text `modality`; its `encode` turns
+  raw texts into the arrays the model reads, built from the meta-train split `train` (the
+  bow/gru vocabulary of that modality's texts). `pretrained`: the loaded PretrainedText,
+  where the caller has it."""
   text = config.model.text
   max_length = text.max_length
   if text.encoder in ("bow", "gru"):
-    vocab = WordVocabulary.build(train.examples["text"])
+    vocab = WordVocabulary.build(train.examples[modality])
     return TextInfo("ids", vocab_size=vocab.size,
                     encode=lambda texts: vocab.encode(texts, max_length))
   from mmfsl_jax.nn.encoders.pretrained_text import TextFeatureCache, load_pretrained_text, tokenize
-  pretrained = load_pretrained_text(text.pretrained)
+  pretrained = pretrained or load_pretrained_text(text.pretrained)
   if text.trainable:
     return TextInfo("ids", pretrained=pretrained,
                     encode=lambda texts: tokenize(pretrained, texts, max_length)["ids"])
@@ -193,28 +215,45 @@ def text_mapping(train: ClassDataset, config) -> TextInfo:
                   encode=TextFeatureCache(pretrained, max_length=max_length))
 
 
-def encode_text(dataset: ClassDataset, text_info: TextInfo) -> ClassDataset:
-  """`dataset` (raw text) with its text encoded by `text_info.encode`, as `prepare_text`
-  encodes a run's splits (ids padded to one length over its examples and class texts)."""
-  out = _map_text({"data": dataset}, text_info.encode)
-  return (out if text_info.kind == "features" else _pad_to_same_length(out))["data"]
+def _encode_modality(splits, modality: str, info: TextInfo):
+  out = _map_text(splits, modality, info.encode)
+  return out if info.kind == "features" else _pad_to_same_length(out, modality)
 
 
-def prepare_text(splits: dict[str, ClassDataset], config) -> tuple[dict, TextInfo | None]:
-  if "text" not in config.data.modalities:
-    return ({n: ds.replace(examples={m: a for m, a in ds.examples.items() if m != "text"},
-                           class_texts={m: a for m, a in ds.class_texts.items() if m != "text"})
-             if "text" in ds.examples and len(ds.examples) > 1 else ds
-             for n, ds in splits.items()}, None)
-  if "text" not in splits["train"].examples:
-    raise UserError(f"data.modalities include 'text' but dataset {config.data.name!r} has "
-                     f"only {list(splits['train'].modalities)}")
-  info = text_mapping(splits["train"], config)
-  out = _map_text(splits, info.encode)
-  return (out if info.kind == "features" else _pad_to_same_length(out)), info
+def encode_text(dataset: ClassDataset, text_infos: dict[str, TextInfo]) -> ClassDataset:
+  """`dataset` (raw text) with each text modality of `text_infos` that it has encoded, as
+  `prepare_text` encodes a run's splits (ids padded to one length over its examples and
+  class texts)."""
+  out = {"data": dataset}
+  for modality, info in text_infos.items():
+    if modality in dataset.examples:
+      out = _encode_modality(out, modality, info)
+  return out["data"]
 
 
-def prepare_splits(config) -> tuple[dict[str, ClassDataset], TextInfo | None]:
+def prepare_text(splits: dict[str, ClassDataset],
+                 config) -> tuple[dict[str, ClassDataset], dict[str, TextInfo]]:
+  """The splits with the text modalities of data.modalities encoded (and the text the
+  config does not ask for dropped), and each one's TextInfo ({} without text)."""
+  wanted = tuple(config.data.modalities)
+  unwanted = lambda m: kind_of(m) == "text" and m not in wanted
+  splits = {n: ds.replace(examples={m: a for m, a in ds.examples.items() if not unwanted(m)},
+                          class_texts={m: a for m, a in ds.class_texts.items()
+                                       if not unwanted(m)})
+            if any(unwanted(m) for m in ds.examples) and len(ds.examples) > 1 else ds
+            for n, ds in splits.items()}
+  infos, pretrained = {}, None
+  for modality in of_kind(wanted, "text"):
+    if modality not in splits["train"].examples:
+      raise UserError(f"data.modalities include {modality!r} but dataset "
+                      f"{config.data.name!r} has only {list(splits['train'].modalities)}")
+    infos[modality] = text_mapping(splits["train"], config, modality, pretrained=pretrained)
+    pretrained = infos[modality].pretrained
+    splits = _encode_modality(splits, modality, infos[modality])
+  return splits, infos
+
+
+def prepare_splits(config) -> tuple[dict[str, ClassDataset], dict[str, TextInfo]]:
   """The config's dataset with only its modalities, text turned into arrays."""
   splits = build_splits(config)
   splits, text_info = prepare_text(splits, config)

@@ -28,7 +28,6 @@ batch norm; "population" normalises every example with the training population's
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 import contextlib
 import csv
 import dataclasses
@@ -40,13 +39,14 @@ import jax
 import numpy as np
 
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.data.modalities import modality_kind
 from mmfsl_jax.data.sources.rows import Rows, read_rows
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.nn.encoders.batch_norm import fixed_batch_moments
 from mmfsl_jax.run import build
 from mmfsl_jax.run import data as run_data
 from mmfsl_jax.run.evaluators.episodic import (check_manifest_model, make_batched_predict,
-                                               read_manifest_for)
+                                               manifest_columns, read_manifest_for)
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.workdir import require_checkpoint, restore_for
 
@@ -84,36 +84,27 @@ class _Trained:
   learner: object
   params: dict
   moments: dict | None
-  text_info: run_data.TextInfo | None
+  text_infos: dict[str, run_data.TextInfo]
 
 
 def _read_image_options(config) -> dict:
   return {}
 
 
-def manifest_columns(config, *, image_column: str | None = None,
-                     text_column: str | None = None,
-                     label_column: str | None = None) -> dict[str, str]:
-  """The manifest columns to read: those given, else the training config's data.files.*
-  columns when it was trained on files, else image, text and label."""
-  given = {"image_column": image_column, "text_column": text_column,
-           "label_column": label_column}
-  trained_on_files = config.data.name == "files"
-  return {name: value if value is not None else
-          (str(config.data.files[name]) if trained_on_files else name.split("_")[0])
-          for name, value in given.items()}
-
-
-def _example_task(config, text_info, n_way: int) -> dict:
+def _example_task(config, text_infos, train, n_way: int) -> dict:
   """A task of one example per class with zeros for every modality: the shapes the learner's
   parameters are initialised (and so restored) from."""
   inputs = {}
-  if "image" in config.data.modalities:
-    size = run_data.dataset_image_size(config)
-    channels = run_data.dataset_channels(config.data.name)
-    inputs["image"] = np.zeros((n_way, size, size, channels), np.float32)
-  if "text" in config.data.modalities:
-    inputs["text"] = text_info.encode([""] * n_way)
+  for m in config.data.modalities:
+    kind = modality_kind(m)
+    if kind == "image":
+      size = run_data.dataset_image_size(config)
+      channels = run_data.dataset_channels(config.data.name)
+      inputs[m] = np.zeros((n_way, size, size, channels), np.float32)
+    elif kind == "text":
+      inputs[m] = text_infos[m].encode([""] * n_way)
+    else:
+      inputs[m] = np.zeros((n_way, train.examples[m].shape[1]), np.float32)
   labels = np.arange(n_way, dtype=np.int32)
   return {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
 
@@ -122,24 +113,31 @@ def _load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
                   population_batches: int, seed: int) -> _Trained:
   """The workdir's best checkpoint as a learner for `n_way`-way tasks, with what reading
   new examples needs: the training run's text mapping, test-time batch-norm moments."""
-  needs_training_data = ("text" in config.data.modalities or batch_norm == "population"
-                         or config.learner.name == "baselinepp")
-  splits, text_info = (run_data.prepare_splits(config) if needs_training_data else ({}, None))
+  needs_training_data = (any(modality_kind(m) != "image" for m in config.data.modalities)
+                         or batch_norm == "population" or config.learner.name == "baselinepp")
+  splits, text_infos = run_data.prepare_splits(config) if needs_training_data else ({}, {})
   train = splits.get("train")
-  model = build.build_model(config, text_info, train)
+  model = build.build_model(config, text_infos, train)
   learner = build.build_learner(config, model, n_way=n_way, for_eval=True,
                                 num_classes=None if train is None else train.num_classes)
-  state = restore_for(workdir, learner, config, _example_task(config, text_info, n_way))
+  state = restore_for(workdir, learner, config,
+                      _example_task(config, text_infos, train, n_way))
   moments, _ = test_time_moments(batch_norm, population_batches, config, model, state.params,
                                  train, seed)
-  return _Trained(config, model, learner, state.params, moments, text_info)
+  return _Trained(config, model, learner, state.params, moments, text_infos)
 
 
-def _encode_texts(text_info, *texts: Sequence[str]) -> list[np.ndarray]:
-  """Each list of raw texts encoded, all in one call (word ids padded to one length)."""
-  sizes = np.cumsum([len(t) for t in texts])[:-1]
-  encoded = text_info.encode([str(t) for group in texts for t in group])
-  return np.split(np.asarray(encoded), sizes)
+def _encode_texts(text_infos, *inputs: dict) -> list[dict]:
+  """Each dict of modality arrays with its raw texts encoded (the text modalities of
+  `text_infos`), all of one modality in one call (word ids padded to one length)."""
+  out = [dict(arrays) for arrays in inputs]
+  for m, info in text_infos.items():
+    texts = [arrays[m] for arrays in inputs]
+    encoded = info.encode([str(t) for group in texts for t in group])
+    parts = np.split(np.asarray(encoded), np.cumsum([len(t) for t in texts])[:-1])
+    for arrays, part in zip(out, parts):
+      arrays[m] = part
+  return out
 
 
 def _check_learner(config, what: str) -> None:
@@ -157,12 +155,14 @@ def _query_rows(config, queries, columns: dict) -> Rows:
 
 def predict(workdir, support, queries, *, image_column: str | None = None,
             text_column: str | None = None, label_column: str | None = None,
-            inner_steps: int | None = None, batch_norm: str = "trained",
-            population_batches: int = 50, seed: int = 0) -> Predictions:
+            columns: dict[str, str] | None = None, inner_steps: int | None = None,
+            batch_norm: str = "trained", population_batches: int = 50,
+            seed: int = 0) -> Predictions:
   """The classes of the `queries` (a manifest or a directory of images) among those of the
   labelled `support` (a manifest or ImageFolder), by the trained model of `workdir` (module
-  docstring). Columns default to the training config's data.files.* (else image, text,
-  label); `inner_steps` replaces the MAML family's test-time steps."""
+  docstring). Columns (`columns`: modality -> column, for modalities other than image and
+  text) default to the training config's data.files.* (else image, text, label, and each
+  modality's name); `inner_steps` replaces the MAML family's test-time steps."""
   workdir = Path(workdir)
   config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
                             population_batches=population_batches)
@@ -170,7 +170,7 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
   check_manifest_model(config, support)
   require_checkpoint(workdir)
   columns = manifest_columns(config, image_column=image_column, text_column=text_column,
-                             label_column=label_column)
+                             label_column=label_column, columns=columns)
   support_set: ClassDataset = read_manifest_for(config, support, columns)
   n_way = support_set.num_classes
   if n_way < 2:
@@ -181,11 +181,8 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
   rows = _query_rows(config, queries, columns)
   trained = _load_trained(workdir, config, n_way=n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
-  support_inputs = dict(support_set.examples)
-  query_inputs = dict(rows.examples)
-  if "text" in support_inputs:
-    support_inputs["text"], query_inputs["text"] = _encode_texts(
-        trained.text_info, support_set.examples["text"], rows.examples["text"])
+  support_inputs, query_inputs = _encode_texts(trained.text_infos, support_set.examples,
+                                               rows.examples)
 
   predict_tasks = make_batched_predict(trained.learner, config.run.task_chunk, trained.moments)
   probabilities = np.zeros((len(rows), n_way), np.float32)
@@ -205,7 +202,8 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
 
 
 def embed(workdir, examples, *, image_column: str | None = None, text_column: str | None = None,
-          label_column: str | None = None, batch_norm: str = "trained",
+          label_column: str | None = None, columns: dict[str, str] | None = None,
+          batch_norm: str = "trained",
           population_batches: int = 50, seed: int = 0,
           batch_size: int = 256) -> dict[str, np.ndarray]:
   """The embeddings of every row of `examples` (a manifest or a directory of images) under
@@ -222,13 +220,11 @@ def embed(workdir, examples, *, image_column: str | None = None, text_column: st
                             population_batches=population_batches)
   require_checkpoint(workdir)
   columns = manifest_columns(config, image_column=image_column, text_column=text_column,
-                             label_column=label_column)
+                             label_column=label_column, columns=columns)
   rows = _query_rows(config, examples, columns)
   trained = _load_trained(workdir, config, n_way=config.task.n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
-  inputs = dict(rows.examples)
-  if "text" in inputs:
-    inputs["text"] = _encode_texts(trained.text_info, rows.examples["text"])[0]
+  inputs = _encode_texts(trained.text_infos, rows.examples)[0]
 
   moments = trained.moments
 

@@ -192,9 +192,9 @@ class _Run:
 
 
 def _set_up(config, workdir: Path) -> _Run:
-  splits, text_info = prepare_splits(config)
+  splits, text_infos = prepare_splits(config)
   train_sampler, val_sampler = build.training_samplers(config, splits)
-  model = build.build_model(config, text_info, splits["train"])
+  model = build.build_model(config, text_infos, splits["train"])
   num_classes = splits["train"].num_classes
   learner = build.build_learner(config, model, num_classes=num_classes)
   eval_learner = build.build_learner(config, model, n_way=build.evaluation_shape(config)[0],

@@ -12,7 +12,12 @@ Two layouts:
   with, for the text modality, a caption root/<class>/<image stem>.txt beside each image.
 
 Only the modalities asked for are read: a text-only run needs no image column (nor images),
-an image-only run no text column (nor captions, nor class texts).
+an image-only run no text column (nor captions, nor class texts). A manifest may hold any
+number of modalities of each kind (data/modalities.py: "image", "image_ct", "text_note",
+"vector_labs", ...), each in its own column: by default the column of the modality's name
+("image" and "text": `image_column`, `text_column`), or as `columns` maps them. A vector
+column holds numbers or a .npy path per row (vectors.py). An ImageFolder has one image and
+one caption per example (the modalities "image" and "text").
 
 Splits are by class (no class is in two splits), from, in this order of precedence:
 1. `split_column`: every row says train, val or test; all rows of a class must agree;
@@ -62,10 +67,12 @@ from PIL import Image, ImageOps
 
 from mmfsl_jax.data import cache
 from mmfsl_jax.data.dataset import ClassDataset
+from mmfsl_jax.data.modalities import KINDS, modality_kind
+from mmfsl_jax.data.sources.vectors import read_vector, stack_vectors
 from mmfsl_jax.errors import UserError
 
 SPLITS = ("train", "val", "test")
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text")  # what an ImageFolder holds, and the default
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 JSON_SUFFIXES = (".jsonl", ".json")
@@ -87,8 +94,7 @@ class _Row:
 @dataclasses.dataclass(frozen=True)
 class _Example:
   label: str
-  image: pathlib.Path | None
-  text: str | None
+  values: dict  # modality -> image path, text or vector [F]
   split: str | None
   where: str
 
@@ -224,48 +230,86 @@ def _cell(row: _Row, column: str, *, required: str = "") -> str:
 # Manifest and ImageFolder -> examples
 
 
-def _read_manifest(path: pathlib.Path, *, image_column: str, text_column: str,
-                   label_column: str, split_column: str,
-                   modalities: Sequence[str]) -> list[_Example]:
-  columns, rows = _read_table(path, "manifest")
+_NEEDED = {
+    "image": "the image paths: pass {option}=<column>, or leave {modality!r} out of the "
+             "modalities",
+    "text": "the captions: pass {option}=<column>, or leave {modality!r} out of the modalities",
+    "vector": "the feature vectors: pass {option}=<column>, or leave {modality!r} out of the "
+              "modalities",
+}
+_REQUIRED = {
+    "image": "give every example an image path",
+    "text": "give every example a caption, remove the row, or leave {modality!r} out of the "
+            "modalities",
+    "vector": "give every example its vector (numbers or a .npy path), or remove the row",
+}
+
+
+def column_option(modality: str) -> str:
+  """How a user names the column of `modality`."""
+  if modality in MODALITIES:
+    return f"{modality}_column"
+  return f"columns=('{modality}=<column>',)"
+
+
+def manifest_columns(modalities: Sequence[str], image_column: str = "image",
+                     text_column: str = "text",
+                     columns: dict[str, str] | None = None) -> dict[str, str]:
+  """modality -> its manifest column: `columns`' entry, else image_column / text_column for
+  "image" / "text", else the modality's own name."""
+  columns = dict(columns or {})
+  unknown = [m for m in columns if m not in modalities]
+  if unknown:
+    raise UserError(f"columns names modality(ies) {_names(unknown)} that are not among the "
+                    f"modalities read ({', '.join(modalities)})")
+  default = {"image": image_column, "text": text_column}
+  return {m: columns.get(m, default.get(m, m)) for m in modalities}
+
+
+def _read_manifest(path: pathlib.Path, *, columns: dict[str, str], label_column: str,
+                   split_column: str, modalities: Sequence[str]) -> list[_Example]:
+  header, rows = _read_table(path, "manifest")
   needed = {label_column: "each example's class: pass label_column=<column>"}
-  if "image" in modalities:
-    needed[image_column] = ("the image paths: pass image_column=<column>, or leave 'image' "
-                            "out of the modalities")
-  if "text" in modalities:
-    needed[text_column] = ("the captions: pass text_column=<column>, or leave 'text' out of "
-                           "the modalities")
+  for m in modalities:
+    needed[columns[m]] = _NEEDED[modality_kind(m)].format(option=column_option(m), modality=m)
   if split_column:
     needed[split_column] = ("each row's split: pass split_column=<column>, or '' to split by "
                             "class lists or fractions")
-  _check_columns(path, columns, needed, "manifest")
+  _check_columns(path, header, needed, "manifest")
   base = path.parent
   examples, seen = [], {}
   for row in rows:
     label = _cell(row, label_column, required="give every example its class")
-    image = text = split = None
-    # a duplicate has the same label, image and text (as written, where not read)
-    key = [label] + [str(row.cells.get(c)).strip() for c in (image_column, text_column)]
-    if "image" in modalities:
-      value = _cell(row, image_column, required="give every example an image path")
-      image = pathlib.Path(os.path.normpath(base / pathlib.Path(value).expanduser()))
-      key[1] = str(image)
-    if "text" in modalities:
-      text = _cell(row, text_column, required=(
-          "give every example a caption, remove the row, or leave 'text' out of the modalities"))
-      key[2] = text
+    values, key, split = {}, [label], None
+    for m in modalities:
+      kind, column = modality_kind(m), columns[m]
+      required = _REQUIRED[kind].format(modality=m)
+      if kind == "vector":
+        raw = row.cells.get(column)
+        if raw is None or (not isinstance(raw, list) and not str(raw).strip()):
+          raise UserError(f"{row.where}: column {column!r} is empty; {required}")
+        values[m] = read_vector(raw, base, f"{row.where}, column {column!r}")
+        key.append(values[m].tobytes())
+      elif kind == "image":
+        value = _cell(row, column, required=required)
+        values[m] = pathlib.Path(os.path.normpath(base / pathlib.Path(value).expanduser()))
+        key.append(str(values[m]))
+      else:
+        values[m] = _cell(row, column, required=required)
+        key.append(values[m])
     if split_column:
       split = _cell(row, split_column, required=f"give every row one of {', '.join(SPLITS)}")
       if split.lower() not in SPLITS:
         raise UserError(f"{row.where}: split {split!r} in column {split_column!r} is not one "
                         f"of {', '.join(SPLITS)}")
       split = split.lower()
+    # a duplicate has the same label and the same value of every modality read
     key = tuple(key)
     if key in seen:
-      raise UserError(f"{row.where}: the same image, text and label as {seen[key]}; remove "
-                      f"the duplicate row")
+      raise UserError(f"{row.where}: the same {', '.join(modalities)} and label as "
+                      f"{seen[key]}; remove the duplicate row")
     seen[key] = row.where
-    examples.append(_Example(label, image, text, split, row.where))
+    examples.append(_Example(label, values, split, row.where))
   return examples
 
 
@@ -292,6 +336,11 @@ def _read_caption(image: pathlib.Path) -> str:
 
 
 def _read_image_folder(root: pathlib.Path, modalities: Sequence[str]) -> list[_Example]:
+  other = [m for m in modalities if m not in MODALITIES]
+  if other:
+    raise UserError(f"an ImageFolder ({str(root)!r}) holds the modalities image and text (a "
+                    f"caption beside each image), not {_names(other)}; give a manifest file "
+                    f"with a column for each modality")
   class_dirs = [p for p in _listdir(root) if p.is_dir()]
   if not class_dirs:
     raise UserError(f"ImageFolder {str(root)!r} has no class directories; put each class's "
@@ -304,9 +353,10 @@ def _read_image_folder(root: pathlib.Path, modalities: Sequence[str]) -> list[_E
       raise UserError(f"class directory {str(directory)!r} holds no image files "
                       f"({', '.join(IMAGE_SUFFIXES)}); add its images or remove it")
     for image in images:
-      text = _read_caption(image) if "text" in modalities else None
-      examples.append(_Example(directory.name, image if "image" in modalities else None, text,
-                               None, repr(str(image))))
+      values = {"image": image} if "image" in modalities else {}
+      if "text" in modalities:
+        values["text"] = _read_caption(image)
+      examples.append(_Example(directory.name, values, None, repr(str(image))))
   return examples
 
 
@@ -546,9 +596,11 @@ def read_class_texts(path: PathLike, class_names: Sequence[str]) -> np.ndarray:
 
 def _check_arguments(modalities, image_size) -> tuple[tuple[str, ...], int]:
   modalities = tuple(modalities)
-  if (not modalities or any(m not in MODALITIES for m in modalities)
-      or len(set(modalities)) != len(modalities)):
-    raise UserError(f"modalities={modalities!r}: give a non-empty subset of {MODALITIES}")
+  if not modalities or len(set(modalities)) != len(modalities):
+    raise UserError(f"modalities={modalities!r}: give one or more distinct modality names "
+                    f"(of the kinds {', '.join(KINDS)})")
+  for m in modalities:
+    modality_kind(m)
   try:
     size = int(image_size)
   except (TypeError, ValueError):
@@ -562,23 +614,28 @@ def _example_arrays(examples: Sequence[_Example], modalities: Sequence[str], ima
                     cache_dir: PathLike | None) -> dict[str, np.ndarray]:
   """modality -> array over `examples` (images decoded, each file once; text raw)."""
   arrays = {}
-  if "image" in modalities:
-    unique = list(dict.fromkeys(ex.image for ex in examples))
-    where = {}
-    for ex in examples:
-      where.setdefault(ex.image, ex.where)
-    images = load_images(unique, image_size, wheres=[where[p] for p in unique],
-                         cache_dir=cache_dir)
-    position = {p: i for i, p in enumerate(unique)}
-    arrays["image"] = images[[position[ex.image] for ex in examples]]
-  if "text" in modalities:
-    arrays["text"] = np.asarray([ex.text for ex in examples], dtype=object)
+  for m in modalities:
+    kind = modality_kind(m)
+    if kind == "image":
+      unique = list(dict.fromkeys(ex.values[m] for ex in examples))
+      where = {}
+      for ex in examples:
+        where.setdefault(ex.values[m], ex.where)
+      images = load_images(unique, image_size, wheres=[where[p] for p in unique],
+                           cache_dir=cache_dir)
+      position = {p: i for i, p in enumerate(unique)}
+      arrays[m] = images[[position[ex.values[m]] for ex in examples]]
+    elif kind == "text":
+      arrays[m] = np.asarray([ex.values[m] for ex in examples], dtype=object)
+    else:
+      arrays[m] = stack_vectors([ex.values[m] for ex in examples],
+                                [ex.where for ex in examples], f"modality {m!r}")
   return arrays
 
 
 def files_dataset(manifest: PathLike, *, image_column: str = "image", text_column: str = "text",
                   label_column: str = "label", image_size: int = 32,
-                  modalities: Sequence[str] = MODALITIES,
+                  modalities: Sequence[str] = MODALITIES, columns: dict[str, str] | None = None,
                   cache_dir: PathLike | None = None) -> ClassDataset:
   """All the classes of a manifest or ImageFolder as one ClassDataset (no split), read as
   `files_splits` reads them: classes in sorted order, examples class by class. A manifest
@@ -594,18 +651,18 @@ def files_dataset(manifest: PathLike, *, image_column: str = "image", text_colum
     if not path.exists():
       raise UserError(f"manifest {str(path)!r} does not exist; give {MANIFEST_KINDS} with one "
                       f"row per example, or an ImageFolder directory root/<class>/<image>")
-    columns, _ = _read_table(path, "manifest")
-    wanted = {"image": image_column, "text": text_column}
-    missing = [m for m in modalities if wanted[m] not in columns]
+    header, _ = _read_table(path, "manifest")
+    wanted = manifest_columns(modalities, image_column, text_column, columns)
+    missing = [m for m in modalities if wanted[m] not in header]
     if missing:
       raise UserError(
           f"manifest {str(path)!r} lacks the column(s) of the modalities "
           f"{', '.join(f'{m} (column {wanted[m]!r})' for m in missing)}, which the model "
-          f"reads ({', '.join(modalities)}); its columns are {_names(columns, 20)}; name the "
-          f"columns with image_column / text_column (mmfsl eval: --image-column / "
-          f"--text-column)")
-    examples = _read_manifest(path, image_column=image_column, text_column=text_column,
-                              label_column=label_column, split_column="", modalities=modalities)
+          f"reads ({', '.join(modalities)}); its columns are {_names(header, 20)}; name the "
+          f"columns with image_column / text_column / columns (mmfsl eval: --image-column / "
+          f"--text-column / --column MODALITY=COLUMN)")
+    examples = _read_manifest(path, columns=wanted, label_column=label_column, split_column="",
+                              modalities=modalities)
   classes = sorted({ex.label for ex in examples})
   index = {name: i for i, name in enumerate(classes)}
   labels = np.asarray([index[ex.label] for ex in examples], np.int32)
@@ -621,14 +678,15 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
                  test_classes: Sequence[str] = (),
                  split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_seed: int = 0,
                  class_texts: PathLike = "", image_size: int = 32,
-                 modalities: Sequence[str] = MODALITIES,
+                 modalities: Sequence[str] = MODALITIES, columns: dict[str, str] | None = None,
                  cache_dir: PathLike | None = None) -> dict[str, ClassDataset]:
   """{"train", "val", "test"} ClassDatasets of your own files (module docstring); a split
   without classes is left out.
 
-  examples["image"] float32 [n, image_size, image_size, 3] and examples["text"] (raw strings)
-  hold the modalities asked for; class_texts["text"] the class-level text when `class_texts`
-  names a file (and text is asked for).
+  examples holds the modalities asked for: images float32 [n, image_size, image_size, 3],
+  texts raw strings, vectors float32 [n, F]; class_texts["text"] the class-level text when
+  `class_texts` names a file (and "text" is asked for). `columns` maps modalities to their
+  columns where these are not image_column, text_column or the modality's name.
   """
   modalities, image_size = _check_arguments(modalities, image_size)
   if not str(manifest):
@@ -649,9 +707,9 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
     if split_column and any(lists.values()):
       raise UserError(f"split_column={split_column!r} and class lists both say the splits; "
                       f"give one of them")
-    examples = _read_manifest(path, image_column=image_column, text_column=text_column,
-                              label_column=label_column, split_column=split_column,
-                              modalities=modalities)
+    examples = _read_manifest(
+        path, columns=manifest_columns(modalities, image_column, text_column, columns),
+        label_column=label_column, split_column=split_column, modalities=modalities)
   classes = sorted({ex.label for ex in examples})
   if split_column:
     split_of = _splits_from_column(examples, split_column)

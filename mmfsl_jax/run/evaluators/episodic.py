@@ -18,7 +18,8 @@ from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import resolve_task_chunk
 from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.run import build
-from mmfsl_jax.run.data import dataset_channels, dataset_image_size, encode_text, prepare_splits
+from mmfsl_jax.run.data import (dataset_channels, dataset_image_size, encode_text, file_columns,
+                                prepare_splits)
 from mmfsl_jax.run.evaluators.metrics import episode_metrics, summarise
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.sharding import is_primary, replicate, shard_tasks, to_host
@@ -67,9 +68,6 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
   return summarise(per_episode)
 
 
-_COLUMNS = ("image_column", "text_column", "label_column")
-
-
 def check_manifest_model(config, data) -> None:
   """UserError for a model that cannot be scored on a manifest: one trained on 1-channel
   (Omniglot ink) images, or an am3 learner (it reads class-level text a manifest lacks)."""
@@ -86,18 +84,29 @@ def check_manifest_model(config, data) -> None:
                     f"manifest is not supported")
 
 
-def read_manifest_for(config, data, columns: dict[str, str | None]) -> ClassDataset:
-  """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
-  reads (the caller has run `check_manifest_model`): its modalities (the columns `columns`
-  names; None: the training config's data.files.* columns when it was trained on files,
-  else image, text, label), images decoded at the model's image size with 3 channels, text
-  still raw (`run.data.encode_text` encodes it)."""
+def manifest_columns(config, *, image_column: str | None = None,
+                     text_column: str | None = None, label_column: str | None = None,
+                     columns: dict[str, str] | None = None) -> dict:
+  """The columns of a manifest to read for the config's model, as files.files_dataset takes
+  them: those given, else the training config's (data.files.*_column and data.files.columns
+  when it was trained on files), else image, text and label."""
+  given = {"image_column": image_column, "text_column": text_column,
+           "label_column": label_column}
   trained_on_files = config.data.name == "files"
   chosen = {name: value if value is not None else
             (str(config.data.files[name]) if trained_on_files else name.split("_")[0])
-            for name, value in columns.items()}
+            for name, value in given.items()}
+  chosen["columns"] = {**(file_columns(config) if trained_on_files else {}), **(columns or {})}
+  return chosen
+
+
+def read_manifest_for(config, data, columns: dict) -> ClassDataset:
+  """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
+  reads (the caller has run `check_manifest_model`): its modalities (the columns
+  `manifest_columns` chose), images decoded at the model's image size with 3 channels, text
+  still raw (`run.data.encode_text` encodes it)."""
   from mmfsl_jax.data.sources.files import files_dataset
-  return files_dataset(data, **chosen, image_size=dataset_image_size(config),
+  return files_dataset(data, **columns, image_size=dataset_image_size(config),
                        modalities=tuple(config.data.modalities))
 
 
@@ -108,7 +117,8 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                      split: str = "test", batch_norm: str = "trained",
                      population_batches: int = 50, data=None,
                      image_column: str | None = None, text_column: str | None = None,
-                     label_column: str | None = None) -> dict:
+                     label_column: str | None = None,
+                     columns: dict[str, str] | None = None) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
@@ -123,17 +133,19 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   `data` (a manifest file or ImageFolder, as data.name=files reads them) scores the model
   on tasks drawn from all of its classes instead (cross-domain evaluation), preprocessed as
   the training data were (`read_manifest_for`, `run.data.encode_text`); `image_column`,
-  `text_column` and `label_column` name its columns. The settings then record it as "data".
+  `text_column`, `label_column` and `columns` (modality -> column) name its columns. The
+  settings then record it as "data".
   """
   if split not in ("test", "val"):
     raise UserError(f"split must be 'test' or 'val', got {split!r}")
   if data is not None and split != "test":
     raise UserError(f"--split {split} and --data do not go together: with --data the tasks "
                     f"are drawn from all the classes of the manifest")
-  columns = dict(zip(_COLUMNS, (image_column, text_column, label_column)))
-  if data is None and any(v is not None for v in columns.values()):
-    raise UserError("--image-column, --text-column and --label-column name the columns of "
-                    "--data; give --data too")
+  given = dict(image_column=image_column, text_column=text_column, label_column=label_column,
+               columns=columns)
+  if data is None and any(v for v in given.values()):
+    raise UserError("--image-column, --text-column, --label-column and --column name the "
+                    "columns of --data; give --data too")
   workdir = Path(workdir)
   config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
                             population_batches=population_batches)
@@ -157,17 +169,18 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
     check_manifest_model(config, data)
   require_checkpoint(workdir)
   t0 = time.time()
-  manifest = None if data is None else read_manifest_for(config, data, columns)
-  splits, text_info = prepare_splits(config)
-  if manifest is not None and "text" in manifest.modalities:
+  manifest = (None if data is None else
+              read_manifest_for(config, data, manifest_columns(config, **given)))
+  splits, text_infos = prepare_splits(config)
+  if manifest is not None:
     # encoded as the training run encoded its text: the vocabulary of its training split,
     # the pretrained tokenizer or frozen features
-    manifest = encode_text(manifest, text_info)
+    manifest = encode_text(manifest, text_infos)
   elif manifest is None and split not in splits:
     hint = ("; an Omniglot model trained without test alphabets is scored with --benchmark "
             "omniglot-runs" if config.data.name == "omniglot" else "")
     raise UserError(f"the run's data has no {split} split (its config leaves it out){hint}")
-  model = build.build_model(config, text_info, splits["train"])
+  model = build.build_model(config, text_infos, splits["train"])
   learner = build.build_learner(config, model, n_way=eval_way, for_eval=True,
                                 num_classes=splits["train"].num_classes)
   test = build.task_sampler(

@@ -101,7 +101,7 @@ def evaluate_omniglot_runs(workdir, *, data_dir=None, write: bool = True,
     data_dir = (config.data.dir or None) if config.data.name == "omniglot" else None
   image_size = dataset_image_size(config)
   runs = omniglot.load_one_shot_runs(data_dir, image_size, resize=config.data.omniglot.resize)
-  model = build.build_model(config, None, None)
+  model = build.build_model(config, {}, None)
   learner = build.build_learner(config, model, n_way=RUNS_WAY, for_eval=True)
   state = restore_for(workdir, learner, config, one_shot_runs_task(runs[0]))
   train_split = None

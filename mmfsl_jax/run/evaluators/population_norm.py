@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfsl_jax.core.model import MultimodalModel
+from mmfsl_jax.data.modalities import kind_of
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.nn.encoders.batch_norm import Moments, recording_batch_moments
@@ -27,25 +28,28 @@ def estimate_population_moments(model: MultimodalModel, params: dict, sampler: E
   """Layer path -> (mean [C], var [C]), each the average over `num_batches` batches of
   training images (task i of `sampler`: its support and query images together).
 
-  `params` are the model's (a learner's params["model"]). Only the image modality has batch norm; a
-  model without it is an error.
+  `params` are the model's (a learner's params["model"]). Only image encoders have batch
+  norm (each image modality's layers are recorded under their own paths); a model without
+  an image modality is an error.
   """
   if num_batches < 1:
     raise UserError(f"population batch-norm moments need at least 1 batch, got {num_batches}")
-  if "image" not in model.modalities:
+  image_modalities = [m for m in model.modalities if kind_of(m) == "image"]
+  if not image_modalities:
     raise UserError(f"population batch-norm moments are for image encoders; the model has "
                     f"modalities {list(model.modalities)}")
 
   @jax.jit
   def moments_of(params, images):
     with recording_batch_moments() as recorded:
-      model.apply(params, {"image": images}, train=False)
+      model.apply(params, images, train=False)
     return {path: calls[0] for path, calls in recorded.items()}  # one call per layer
 
   totals: dict[str, list[np.ndarray]] = {}
   for i in range(num_batches):
     task = sampler.sample(i)
-    images = jnp.concatenate([task["support"]["image"][0], task["query"]["image"][0]])
+    images = {m: jnp.concatenate([task["support"][m][0], task["query"][m][0]])
+              for m in image_modalities}
     for path, (mean, var) in moments_of(params, images).items():
       sums = totals.setdefault(path, [0.0, 0.0])
       sums[0] = sums[0] + np.asarray(mean, np.float64)

@@ -2,6 +2,7 @@
 of its options, the learner's restored state and test-time batch-norm moments."""
 from __future__ import annotations
 
+from mmfsl_jax.data.modalities import of_kind
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.registry import METHODS, names_with
 from mmfsl_jax.nn.encoders.batch_norm import Moments
@@ -48,7 +49,7 @@ def test_time_moments(batch_norm: str, population_batches: int, config, model, p
   if batch_norm == "trained":
     return None, config.learner.batch_norm
   sampler = build.task_sampler(config, train_split, role="population", seed=seed,
-                               modalities=("image",))
+                               modalities=of_kind(config.data.modalities, "image"))
   moments = estimate_population_moments(model, params["model"], sampler,
                                          population_batches)
   task = config.task
