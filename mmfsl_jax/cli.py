@@ -9,6 +9,8 @@
     mmfsl predict --workdir DIR --support S --query Q [--output predictions.csv]
     mmfsl embed --workdir DIR --input M [--output embeddings.npz]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
+    mmfsl data export shapes|omniglot DIR [--config C] [key=value ...]
+                                                 a built-in set as image files plus a manifest
     mmfsl data throughput --config CONFIG [key=value ...]   tasks/s of the data pipeline alone
     mmfsl bench [--variants maml,fomaml,...] [--peer-python PY --peers-dir DIR]
                 [--peer-device cuda] [--pipeline]
@@ -121,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
   prepare.add_argument("--data-dir", default=None,
                        help="TFDS data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); "
                             "omniglot: the zips' directory (default: $MMFSL_OMNIGLOT_DIR)")
+  export = data_commands.add_parser(
+      "export", help="write a built-in dataset (shapes, omniglot) as image files plus a "
+                     "manifest that data.name=files reads")
+  export.add_argument("name", choices=("shapes", "omniglot"))
+  export.add_argument("directory", help="a new (or empty) directory to write")
+  export.add_argument("--config", default=None,
+                      help="the config whose data section is exported (default: default for "
+                           "shapes, omniglot_protonet for omniglot)")
+  export.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
   throughput = data_commands.add_parser(
       "throughput", help="how many meta-train tasks per second the data pipeline produces")
   throughput.add_argument("--config", default="default")
@@ -355,8 +366,21 @@ def _throughput(args) -> int:
   return 0
 
 
+def _export(args) -> int:
+  from mmfsl_jax.run.data import export_data
+  args.config = args.config or {"shapes": "default", "omniglot": "omniglot_protonet"}[args.name]
+  config = _config_from(args)
+  config.data.name = args.name
+  manifest, overrides = export_data(config, args.directory)
+  print(f"wrote {manifest}")
+  print("train on it with: mmfsl train --config " + args.config + " "
+        + " ".join(f'"{o}"' if " " in o or "(" in o else o for o in overrides))
+  return 0
+
+
 def _data(args) -> int:
-  return _prepare(args) if args.data_command == "prepare" else _throughput(args)
+  commands = {"prepare": _prepare, "throughput": _throughput, "export": _export}
+  return commands[args.data_command](args)
 
 
 def main(argv=None) -> int:
@@ -365,7 +389,8 @@ def main(argv=None) -> int:
   if args.command is None:
     args = parser.parse_args(["train", *(argv or [])])
   if args.command == "data" and args.data_command is None:
-    parser.error("`mmfsl data` needs a command: prepare NAME, or throughput --config CONFIG")
+    parser.error("`mmfsl data` needs a command: prepare NAME, export NAME DIR, or throughput "
+                 "--config CONFIG")
   try:
     if args.command == "train":
       return _train(args)

@@ -184,9 +184,24 @@ def test_column_flags_need_data(tmp_path):
     evaluate_workdir(untrained_workdir(tmp_path / "run"), text_column="caption", write=False)
 
 
-def test_one_channel_model_is_refused(tmp_path):
-  """An Omniglot-like model (1-channel ink images) is refused before anything is read (the
-  workdir need not even have a checkpoint)."""
-  workdir = untrained_workdir(tmp_path / "run", name="omniglot", modalities=["image"])
-  with pytest.raises(UserError, match="1-channel images.*not supported"):
-    evaluate_workdir(workdir, data=tmp_path / "m.csv", write=False)
+def test_an_omniglot_model_reads_a_manifest_as_ink(tmp_path):
+  """A 1-channel Omniglot model's manifest images are read as its training images were: the
+  luminance inverted (dark strokes on white -> 1.0), one channel, at its size."""
+  config = _config()
+  config.data.update(name="omniglot", modalities=("image",), image_size=0)
+  rows = []
+  for label in ("a", "b"):
+    for i in range(2):
+      paper = np.full((56, 56, 3), 255, np.uint8)
+      paper[10:46, 20 + 10 * i:24 + 10 * i] = 0           # a dark stroke on white
+      Image.fromarray(paper).save(tmp_path / f"{label}{i}.png")
+      rows.append([f"{label}{i}.png", label])
+  manifest = tmp_path / "ink.csv"
+  with manifest.open("w", newline="") as f:
+    csv.writer(f).writerows([["image", "label"], *rows])
+  dataset = read_manifest_for(config, manifest, manifest_columns(config))
+  images = dataset.examples["image"]
+  assert images.shape == (4, 28, 28, 1)
+  assert images[0, 14, 11] > 0.95 and images[0, 2, 2] < 0.01   # stroke 1, paper 0
+  config.data.omniglot.resize = "bilinear"
+  assert run_data.manifest_image_reading(config) == {"color": "ink", "resize": "bilinear"}

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mmfsl_jax.data.sampler import EpisodeSampler
-from mmfsl_jax.data.sources import files
+from mmfsl_jax.data.sources import files, omniglot
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run import data as run_data
@@ -139,6 +139,18 @@ def test_only_the_modalities_asked_for_are_read(tmp_path):
     splits_of(manifest, tmp_path)
 
 
+def test_rows_differing_only_in_a_column_not_read_are_not_duplicates(tmp_path):
+  """Read as text only, two examples with the same caption but their own images are two
+  examples (an exported image-and-text set read as text); the same row twice is refused."""
+  rows = [{"image": f"{i}.png", "text": "a red square", "label": "red"} for i in range(2)]
+  manifest = write_table(tmp_path / "m.csv", rows)
+  read = lambda m: files.files_dataset(m, modalities=("text",), cache_dir=tmp_path / "cache")
+  assert read(manifest).examples["text"].tolist() == ["a red square"] * 2
+  with pytest.raises(UserError, match=r"row 3 \(line 4\): the same text and label as "
+                                      r".*row 1 \(line 2\) \(and the same other columns\)"):
+    read(write_table(tmp_path / "twice.csv", rows + rows[:1]))
+
+
 def test_image_modes_are_converted_to_rgb_and_resized(tmp_path):
   d = tmp_path / "modes"
   d.mkdir()
@@ -167,6 +179,34 @@ def test_image_modes_are_converted_to_rgb_and_resized(tmp_path):
   np.testing.assert_allclose(images[4][1:-1, 1:-1], 0.5, atol=0.03)
   np.testing.assert_allclose(images[5], np.broadcast_to(np.array(COLOURS["red"]) / 255,
                                                         (8, 8, 3)), atol=6 / 255)  # stretched
+
+
+def test_ink_reads_dark_strokes_on_white_as_omniglot_does(tmp_path):
+  """color="ink": one channel, the luminance inverted (dark 1.0, white 0.0), resized by
+  omniglot.ink_image with the filter asked for; cached apart from the RGB reading."""
+  drawing = np.full((35, 35, 3), 255, np.uint8)
+  drawing[5:30, 14:21] = (0, 0, 0)                        # a black stroke
+  drawing[5:30, 28:35] = (255, 0, 0)                      # a red one: luminance 76
+  Image.fromarray(drawing).save(tmp_path / "drawing.png")
+  path, cache_dir = [tmp_path / "drawing.png"], tmp_path / "cache"
+  ink = files.load_images(path, 7, cache_dir=cache_dir, color="ink", resize="box")
+  assert ink.shape == (1, 7, 7, 1) and ink.dtype == np.float32
+  np.testing.assert_allclose(ink[0, 1:6, 3, 0], 1.0)      # the black stroke's 5x5 boxes
+  np.testing.assert_allclose(ink[0, 1:6, 6, 0], round(255 - 76) / 255, atol=1e-6)
+  np.testing.assert_allclose(ink[0, :, [0, 1]], 0.0)      # paper
+  luminance = np.asarray(Image.open(tmp_path / "drawing.png").convert("L"), np.float32) / 255
+  for resize in ("box", "bilinear"):                      # Omniglot's pixels, to 8 bits
+    expected = omniglot.ink_image(luminance, 7, resize)
+    got = files.load_images(path, 7, cache_dir=cache_dir, color="ink", resize=resize)[0]
+    assert np.abs(got - expected).max() <= 0.5 / 255 + 1e-6
+  rgb = files.load_images(path, 7, cache_dir=cache_dir)
+  assert rgb.shape == (1, 7, 7, 3) and rgb[0, 0, 0].tolist() == [1.0, 1.0, 1.0]
+  assert len(list(cache_dir.glob("files_7px_*.npz"))) == 3
+  assert files.load_images([], 7, color="ink").shape == (0, 7, 7, 1)
+  with pytest.raises(UserError, match="unknown image color 'grey'; choose one of rgb, ink"):
+    files.load_images(path, 7, color="grey")
+  with pytest.raises(UserError, match="unknown resize filter 'cubic'"):
+    files.files_splits(tmp_path / "m.csv", resize="cubic")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,6 +121,33 @@ def test_eval_episodic_on_omniglot(trained):
   assert result["accuracy"]["n"] == 4 and result["settings"]["dataset"] == "omniglot"
 
 
+@pytest.mark.slow
+@needs_data
+def test_an_omniglot_model_scores_and_classifies_dark_on_white_images(trained, tmp_path):
+  """`eval --data` and `predict` on a manifest of RGB images read as the model's ink."""
+  from PIL import Image
+  rows = [["image", "label"]]
+  for c in range(5):
+    for i in range(3):
+      paper = np.full((40, 40, 3), 250, np.uint8)
+      paper[5 + 6 * c:9 + 6 * c, 4 + 2 * i:36 - 2 * i] = 20   # a class's own stroke
+      Image.fromarray(paper).save(tmp_path / f"{c}_{i}.png")
+      rows.append([f"{c}_{i}.png", f"stroke{c}"])
+  manifest = tmp_path / "strokes.csv"
+  manifest.write_text("\n".join(",".join(r) for r in rows) + "\n")
+  code, out, err = _run(["eval", "--workdir", str(trained), "--data", str(manifest),
+                         "--episodes", "4", "--k-shot", "1", "--queries", "2",
+                         "--output", "strokes.json"])
+  assert code == 0, err
+  assert json.loads((trained / "strokes.json").read_text())["accuracy"]["n"] == 4
+  queries = tmp_path / "queries.csv"
+  queries.write_text("image\n" + "\n".join(r[0] for r in rows[1:]) + "\n")
+  code, out, err = _run(["predict", "--workdir", str(trained), "--support", str(manifest),
+                         "--query", str(queries), "--output", str(tmp_path / "p.csv")])
+  assert code == 0, err
+  assert len((tmp_path / "p.csv").read_text().splitlines()) == 16
+
+
 @needs_data
 def test_eval_at_another_way_and_shot_into_its_own_file(trained):
   code, out, err = _run(["eval", "--workdir", str(trained), "--episodes", "3", "--n-way", "20",

@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
       train_classes=(), val_classes=(), test_classes=(),   # the classes of each split, or:
       split_fractions=(0.6, 0.2, 0.2), split_seed=0,       # a seeded split of the classes
       class_texts="",       # a CSV/TSV/JSON-lines file of (label, text): class-level text
+      color="rgb",          # images read as rgb | ink (1 channel: luminance inverted, dark
+      #                       strokes on white -> 1.0, as Omniglot's)
+      resize="bilinear",    # the filter that resizes them: bilinear | box
       columns=()))          # more modalities' columns: ("image_side=side_photo",
   #                           "vector_labs=labs"); by default a modality's column is its name
 

@@ -22,6 +22,7 @@ from mmfsl_jax.core.model import MultimodalModel, multimodal_model
 from mmfsl_jax.data import augment
 from mmfsl_jax.data.modalities import modality_kind
 from mmfsl_jax.data.sampler import EpisodeSampler
+from mmfsl_jax.data.sources import files as files_source
 from mmfsl_jax.data.sources import omniglot, tfds
 from mmfsl_jax.errors import ConfigError, UserError
 from mmfsl_jax.meta.base import BATCH_NORM, MetaLearner
@@ -49,6 +50,8 @@ CHOICES = {
     "data.augment": ("auto",) + augment.AUGMENTATIONS,
     "data.omniglot.tfds_splits": tfds.OMNIGLOT_SPLIT_SETS,
     "data.omniglot.resize": tuple(omniglot.RESIZE_FILTERS),
+    "data.files.color": files_source.COLORS,
+    "data.files.resize": tuple(omniglot.RESIZE_FILTERS),
     "model.image.encoder": IMAGE_ENCODERS,
     "model.image.conv_impl": conv_ops.IMPLS,
     "model.image.pool": conv_ops.POOL_MODES,

@@ -73,6 +73,25 @@ def dataset_channels(name: str) -> int:
   return _dataset_info(name)[1]
 
 
+def image_channels(config) -> int:
+  """The channels of the config's images: the dataset's, or for "files" 1 when its images
+  are read as ink (data.files.color=ink), else 3."""
+  if config.data.name == "files":
+    return 1 if config.data.files.color == "ink" else 3
+  return dataset_channels(config.data.name)
+
+
+def manifest_image_reading(config) -> dict[str, str]:
+  """How a manifest's images must be read for a model trained on the config's data (files.py's
+  `color` and `resize`): Omniglot models read ink (inverted luminance, 1 channel) with their
+  resize filter; models trained on files read as their own data were; others RGB, bilinear."""
+  if config.data.name in ("omniglot", "tfds_omniglot"):
+    return {"color": "ink", "resize": str(config.data.omniglot.resize)}
+  if config.data.name == "files":
+    return {"color": str(config.data.files.color), "resize": str(config.data.files.resize)}
+  return {"color": "rgb", "resize": "bilinear"}
+
+
 def dataset_image_size(config) -> int:
   """The image size a config's data has: data.image_size, or the dataset's default."""
   if config.data.image_size:
@@ -154,7 +173,7 @@ def build_splits(config) -> dict[str, ClassDataset]:
         test_classes=tuple(files.test_classes), split_fractions=tuple(files.split_fractions),
         split_seed=int(files.split_seed), class_texts=str(files.class_texts),
         image_size=image_size, modalities=tuple(data.modalities),
-        columns=file_columns(config))
+        columns=file_columns(config), color=files.color, resize=files.resize)
   omniglot = data.omniglot
   if data.name == "omniglot":
     from mmfsl_jax.data.sources.omniglot import omniglot_splits
@@ -262,3 +281,25 @@ def prepare_splits(config) -> tuple[dict[str, ClassDataset], dict[str, TextInfo]
                           class_texts={m: a for m, a in ds.class_texts.items() if m in keep})
             for n, ds in splits.items()}
   return splits, text_info
+
+
+def export_data(config, directory) -> tuple[str, list[str]]:
+  """The config's dataset (its data section, shapes or omniglot) written as files plus a
+  manifest into `directory` (data/export.py); -> (the manifest's path, the config overrides
+  that train on it as data.name=files)."""
+  if config.data.name not in ("shapes", "omniglot"):
+    raise UserError(f"mmfsl data export writes the built-in sets shapes and omniglot, not "
+                    f"data.name={config.data.name}")
+  from mmfsl_jax.data.export import CLASS_TEXTS, export_splits
+  wanted = {"shapes": ("image", "text"), "omniglot": ("image",)}[config.data.name]
+  config.data.modalities = wanted
+  splits = build_splits(config)
+  manifest = export_splits(splits, directory)
+  overrides = ["data.name=files", f"data.files.manifest={manifest}",
+               "data.files.split_column=split", f"data.image_size={dataset_image_size(config)}",
+               f"data.modalities={wanted!r}"]
+  if (manifest.parent / CLASS_TEXTS).exists():
+    overrides.append(f"data.files.class_texts={manifest.parent / CLASS_TEXTS}")
+  if image_channels(config) == 1:
+    overrides.append("data.files.color=ink")
+  return str(manifest), overrides

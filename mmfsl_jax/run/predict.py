@@ -87,10 +87,6 @@ class _Trained:
   text_infos: dict[str, run_data.TextInfo]
 
 
-def _read_image_options(config) -> dict:
-  return {}
-
-
 def _example_task(config, text_infos, train, n_way: int) -> dict:
   """A task of one example per class with zeros for every modality: the shapes the learner's
   parameters are initialised (and so restored) from."""
@@ -99,7 +95,7 @@ def _example_task(config, text_infos, train, n_way: int) -> dict:
     kind = modality_kind(m)
     if kind == "image":
       size = run_data.dataset_image_size(config)
-      channels = run_data.dataset_channels(config.data.name)
+      channels = run_data.image_channels(config)
       inputs[m] = np.zeros((n_way, size, size, channels), np.float32)
     elif kind == "text":
       inputs[m] = text_infos[m].encode([""] * n_way)
@@ -150,7 +146,7 @@ def _check_learner(config, what: str) -> None:
 def _query_rows(config, queries, columns: dict) -> Rows:
   return read_rows(queries, modalities=tuple(config.data.modalities),
                    image_size=run_data.dataset_image_size(config), **columns,
-                   **_read_image_options(config))
+                   **run_data.manifest_image_reading(config))
 
 
 def predict(workdir, support, queries, *, image_column: str | None = None,

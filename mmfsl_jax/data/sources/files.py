@@ -32,14 +32,18 @@ Images are decoded once with Pillow (the first frame of an animation, EXIF orien
 applied), converted to RGB: grayscale is repeated over the three channels, 16-bit grayscale
 scaled to 8 bits, and transparency (RGBA, LA, palette or grayscale with a transparent
 colour) composited on a white background. Each image is then stretched to
-image_size x image_size (no crop) with Pillow's bilinear filter, which antialiases when it
-shrinks: examples["image"] float32 [n, s, s, 3] in [0, 1].
+image_size x image_size (no crop) with Pillow's bilinear filter (or `resize="box"`), which
+antialiases when it shrinks: examples["image"] float32 [n, s, s, 3] in [0, 1]. With
+`color="ink"` the luminance (Pillow's "L") is kept and inverted instead, and resized as
+Omniglot's images are (omniglot.ink_image): [n, s, s, 1], dark strokes on white paper 1.0,
+the paper 0.0, which is how the Omniglot models saw their images.
 
-Decoded images are cached as .npz under `cache_dir` (default $XDG_CACHE_HOME/mmfsl_jax or
-~/.cache/mmfsl_jax), keyed by the image paths, image_size and a cache version; the images'
-sizes and modification times are stored with the pixels, and a cache whose images changed
-since is rebuilt. An image file that has gone since it was cached is served from the cache
-(with a warning), so a dataset can be trained on again after its images were removed.
+Decoded images are cached as 8-bit .npz under `cache_dir` (default $XDG_CACHE_HOME/mmfsl_jax
+or ~/.cache/mmfsl_jax), keyed by the image paths, image_size, color, resize and a cache
+version; the images' sizes and modification times are stored with the pixels, and a cache
+whose images changed since is rebuilt. An image file that has gone since it was cached is
+served from the cache (with a warning), so a dataset can be trained on again after its images
+were removed.
 
 Text stays raw: examples["text"] is an object array of strings (run/data.py's prepare_text
 encodes it). Class-level text comes from `class_texts`, a CSV/TSV/JSON-lines file with
@@ -68,6 +72,7 @@ from PIL import Image, ImageOps
 from mmfsl_jax.data import cache
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.modalities import KINDS, modality_kind
+from mmfsl_jax.data.sources.omniglot import RESIZE_FILTERS, ink_image
 from mmfsl_jax.data.sources.vectors import read_vector, stack_vectors
 from mmfsl_jax.errors import UserError
 
@@ -78,7 +83,8 @@ TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 JSON_SUFFIXES = (".jsonl", ".json")
 MANIFEST_KINDS = "a CSV (.csv), TSV (.tsv) or JSON-lines (.jsonl, .json) file"
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+COLORS = ("rgb", "ink")  # how images are read: RGB, or inverted luminance (Omniglot's ink)
 _CACHE_KEYS = ("images", "sizes", "mtimes")
 _PARALLEL_FROM = 64  # decode in threads from this many images on (Pillow releases the GIL)
 PathLike = str | os.PathLike
@@ -303,11 +309,13 @@ def _read_manifest(path: pathlib.Path, *, columns: dict[str, str], label_column:
         raise UserError(f"{row.where}: split {split!r} in column {split_column!r} is not one "
                         f"of {', '.join(SPLITS)}")
       split = split.lower()
-    # a duplicate has the same label and the same value of every modality read
-    key = tuple(key)
+    # a duplicate agrees in every column (the modalities read compared as read: paths resolved)
+    read = {columns[m] for m in modalities} | {label_column, split_column}
+    key = tuple(key) + tuple(sorted((c, json.dumps(v)) for c, v in row.cells.items()
+                                    if c not in read))
     if key in seen:
       raise UserError(f"{row.where}: the same {', '.join(modalities)} and label as "
-                      f"{seen[key]}; remove the duplicate row")
+                      f"{seen[key]} (and the same other columns); remove the duplicate row")
     seen[key] = row.where
     examples.append(_Example(label, values, split, row.where))
   return examples
@@ -465,14 +473,29 @@ def _to_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
-def decode_image(path: pathlib.Path, image_size: int, where: str = "") -> np.ndarray:
-  """One image file -> uint8 [image_size, image_size, 3] (see the module docstring)."""
+def check_image_reading(color: str, resize: str) -> None:
+  if color not in COLORS:
+    raise UserError(f"unknown image color {color!r}; choose one of {', '.join(COLORS)}")
+  if resize not in RESIZE_FILTERS:
+    raise UserError(f"unknown resize filter {resize!r}; choose one of "
+                    f"{', '.join(RESIZE_FILTERS)}")
+
+
+def decode_image(path: pathlib.Path, image_size: int, where: str = "", *, color: str = "rgb",
+                 resize: str = "bilinear") -> np.ndarray:
+  """One image file -> uint8 [image_size, image_size, 3] ("rgb"), or [.., 1] ("ink": the
+  luminance inverted, so dark strokes on white paper are high, by `omniglot.ink_image`),
+  stretched to the size with the `resize` filter (see the module docstring)."""
   at = f"{where}: " if where else ""
   try:
     with Image.open(path) as image:
       image = _to_rgb(ImageOps.exif_transpose(image))
+      if color == "ink":  # Omniglot's own conversion, then 8 bits for the cache
+        paper = np.asarray(image.convert("L"), np.float32) / np.float32(255.0)
+        ink = ink_image(paper, image_size, resize)
+        return np.round(ink * np.float32(255.0)).astype(np.uint8)
       if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        image = image.resize((image_size, image_size), RESIZE_FILTERS[resize])
       return np.asarray(image, np.uint8)
   except FileNotFoundError as error:
     raise UserError(f"{at}image file {str(path)!r} does not exist; fix the path (relative to "
@@ -501,10 +524,10 @@ def _stats(paths: Sequence[pathlib.Path], wheres: Sequence[str]) -> tuple[list, 
   return sizes, mtimes
 
 
-def _decode_all(paths: Sequence[pathlib.Path], wheres: Sequence[str],
-                image_size: int) -> dict[str, np.ndarray]:
+def _decode_all(paths: Sequence[pathlib.Path], wheres: Sequence[str], image_size: int,
+                **reading) -> dict[str, np.ndarray]:
   sizes, mtimes = _stats(paths, wheres)
-  decode = lambda i: decode_image(paths[i], image_size, wheres[i])
+  decode = lambda i: decode_image(paths[i], image_size, wheres[i], **reading)
   if len(paths) >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1:
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
       images = list(pool.map(decode, range(len(paths))))  # the first failure, in row order
@@ -534,20 +557,23 @@ def _stale_and_gone(arrays: dict[str, np.ndarray],
 
 
 def load_images(paths: Sequence[pathlib.Path], image_size: int, *,
-                wheres: Sequence[str] | None = None,
-                cache_dir: PathLike | None = None) -> np.ndarray:
-  """float32 [len(paths), s, s, 3] in [0, 1], decoded once and cached (module docstring).
+                wheres: Sequence[str] | None = None, cache_dir: PathLike | None = None,
+                color: str = "rgb", resize: str = "bilinear") -> np.ndarray:
+  """float32 [len(paths), s, s, C] in [0, 1] (C = 3, or 1 for color="ink"), decoded once
+  (`decode_image`) and cached (module docstring).
 
   `wheres` names each path's row for errors.
   """
+  check_image_reading(color, resize)
   paths = [pathlib.Path(os.path.abspath(p)) for p in paths]
   if not paths:
-    return np.zeros((0, image_size, image_size, 3), np.float32)
+    return np.zeros((0, image_size, image_size, 1 if color == "ink" else 3), np.float32)
   wheres = list(wheres) if wheres is not None else [repr(str(p)) for p in paths]
   file = cache.cache_path(cache_dir, f"files_{image_size}px",
-                          [_CACHE_VERSION, image_size, [str(p) for p in paths]])
+                          [_CACHE_VERSION, image_size, color, resize, [str(p) for p in paths]])
   built = []
-  build = lambda: built.append(True) or _decode_all(paths, wheres, image_size)
+  build = lambda: built.append(True) or _decode_all(paths, wheres, image_size, color=color,
+                                                    resize=resize)
   arrays = cache.cached_arrays(file, _CACHE_KEYS, build)
   if not built:
     stale, gone = _stale_and_gone(arrays, paths)
@@ -611,7 +637,7 @@ def _check_arguments(modalities, image_size) -> tuple[tuple[str, ...], int]:
 
 
 def _example_arrays(examples: Sequence[_Example], modalities: Sequence[str], image_size: int,
-                    cache_dir: PathLike | None) -> dict[str, np.ndarray]:
+                    cache_dir: PathLike | None, **reading) -> dict[str, np.ndarray]:
   """modality -> array over `examples` (images decoded, each file once; text raw)."""
   arrays = {}
   for m in modalities:
@@ -622,7 +648,7 @@ def _example_arrays(examples: Sequence[_Example], modalities: Sequence[str], ima
       for ex in examples:
         where.setdefault(ex.values[m], ex.where)
       images = load_images(unique, image_size, wheres=[where[p] for p in unique],
-                           cache_dir=cache_dir)
+                           cache_dir=cache_dir, **reading)
       position = {p: i for i, p in enumerate(unique)}
       arrays[m] = images[[position[ex.values[m]] for ex in examples]]
     elif kind == "text":
@@ -636,11 +662,13 @@ def _example_arrays(examples: Sequence[_Example], modalities: Sequence[str], ima
 def files_dataset(manifest: PathLike, *, image_column: str = "image", text_column: str = "text",
                   label_column: str = "label", image_size: int = 32,
                   modalities: Sequence[str] = MODALITIES, columns: dict[str, str] | None = None,
+                  color: str = "rgb", resize: str = "bilinear",
                   cache_dir: PathLike | None = None) -> ClassDataset:
   """All the classes of a manifest or ImageFolder as one ClassDataset (no split), read as
   `files_splits` reads them: classes in sorted order, examples class by class. A manifest
   lacking the columns of some of `modalities` is a UserError naming all of them."""
   modalities, image_size = _check_arguments(modalities, image_size)
+  check_image_reading(color, resize)
   if not str(manifest):
     raise UserError(f"no manifest given: name {MANIFEST_KINDS} with one row per example, or "
                     f"an ImageFolder directory root/<class>/<image>")
@@ -667,7 +695,8 @@ def files_dataset(manifest: PathLike, *, image_column: str = "image", text_colum
   index = {name: i for i, name in enumerate(classes)}
   labels = np.asarray([index[ex.label] for ex in examples], np.int32)
   order = np.argsort(labels, kind="stable")
-  arrays = _example_arrays(examples, modalities, image_size, cache_dir)
+  arrays = _example_arrays(examples, modalities, image_size, cache_dir, color=color,
+                           resize=resize)
   return ClassDataset(examples={m: a[order] for m, a in arrays.items()}, labels=labels[order],
                       class_names=tuple(classes))
 
@@ -679,6 +708,7 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
                  split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_seed: int = 0,
                  class_texts: PathLike = "", image_size: int = 32,
                  modalities: Sequence[str] = MODALITIES, columns: dict[str, str] | None = None,
+                 color: str = "rgb", resize: str = "bilinear",
                  cache_dir: PathLike | None = None) -> dict[str, ClassDataset]:
   """{"train", "val", "test"} ClassDatasets of your own files (module docstring); a split
   without classes is left out.
@@ -686,9 +716,11 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
   examples holds the modalities asked for: images float32 [n, image_size, image_size, 3],
   texts raw strings, vectors float32 [n, F]; class_texts["text"] the class-level text when
   `class_texts` names a file (and "text" is asked for). `columns` maps modalities to their
-  columns where these are not image_column, text_column or the modality's name.
+  columns where these are not image_column, text_column or the modality's name. `color`
+  and `resize` say how images are read (`decode_image`).
   """
   modalities, image_size = _check_arguments(modalities, image_size)
+  check_image_reading(color, resize)
   if not str(manifest):
     raise UserError(f"no manifest given: name {MANIFEST_KINDS} with one row per example, or "
                     f"an ImageFolder directory root/<class>/<image>")
@@ -720,7 +752,8 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
   if "train" not in split_of.values():
     raise UserError(f"no class of {str(path)!r} is in the train split; give train some classes")
 
-  arrays = _example_arrays(examples, modalities, image_size, cache_dir)
+  arrays = _example_arrays(examples, modalities, image_size, cache_dir, color=color,
+                           resize=resize)
   class_text = (read_class_texts(class_texts, classes)
                 if str(class_texts) and "text" in modalities else None)
 

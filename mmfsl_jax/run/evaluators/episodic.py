@@ -18,8 +18,8 @@ from mmfsl_jax.meta.base import MetaLearner
 from mmfsl_jax.meta.step import resolve_task_chunk
 from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.run import build
-from mmfsl_jax.run.data import (dataset_channels, dataset_image_size, encode_text, file_columns,
-                                prepare_splits)
+from mmfsl_jax.run.data import (dataset_image_size, encode_text, file_columns,
+                                manifest_image_reading, prepare_splits)
 from mmfsl_jax.run.evaluators.metrics import episode_metrics, summarise
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.sharding import is_primary, replicate, shard_tasks, to_host
@@ -69,15 +69,8 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 def check_manifest_model(config, data) -> None:
-  """UserError for a model that cannot be scored on a manifest: one trained on 1-channel
-  (Omniglot ink) images, or an am3 learner (it reads class-level text a manifest lacks)."""
-  channels = dataset_channels(config.data.name)
-  if "image" in config.data.modalities and channels != 3:
-    raise UserError(
-        f"the model was trained on {channels}-channel images (data.name="
-        f"{config.data.name}), but --data reads a manifest's images as RGB; scoring such a "
-        f"model on your own images (converted to its ink convention) is not supported. "
-        f"Evaluate it on its own data (--split test, or --benchmark omniglot-runs)")
+  """UserError for a model that cannot be scored on a manifest: an am3 learner (it reads
+  class-level text a manifest lacks)."""
   if config.learner.name == "am3":
     raise UserError(f"learner.name=am3 reads each class's own text (ClassDataset.class_texts), "
                     f"which --data {str(data)!r} does not give; evaluating an am3 model on a "
@@ -103,11 +96,13 @@ def manifest_columns(config, *, image_column: str | None = None,
 def read_manifest_for(config, data, columns: dict) -> ClassDataset:
   """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
   reads (the caller has run `check_manifest_model`): its modalities (the columns
-  `manifest_columns` chose), images decoded at the model's image size with 3 channels, text
-  still raw (`run.data.encode_text` encodes it)."""
+  `manifest_columns` chose), images decoded at the model's image size as its training
+  images were (`run.data.manifest_image_reading`: an Omniglot model's as ink), text still
+  raw (`run.data.encode_text` encodes it)."""
   from mmfsl_jax.data.sources.files import files_dataset
   return files_dataset(data, **columns, image_size=dataset_image_size(config),
-                       modalities=tuple(config.data.modalities))
+                       modalities=tuple(config.data.modalities),
+                       **manifest_image_reading(config))
 
 
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,

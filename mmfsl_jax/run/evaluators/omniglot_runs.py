@@ -14,7 +14,7 @@ from mmfsl_jax.data.sources import omniglot
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.registry import METHODS, names_with
 from mmfsl_jax.run import build
-from mmfsl_jax.run.data import dataset_channels, dataset_image_size, prepare_splits
+from mmfsl_jax.run.data import dataset_image_size, image_channels, prepare_splits
 from mmfsl_jax.run.evaluators.episodic import make_batched_predict
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.sharding import is_primary
@@ -60,7 +60,7 @@ def _check_model_fits_the_runs(config, workdir) -> None:
         f"--benchmark omniglot-runs needs an image-only model, but the model in {workdir} "
         f"uses data.modalities={modalities}; the one-shot runs have images only. Train one "
         f"with data.modalities=\"('image',)\" (e.g. --config omniglot_protonet)")
-  channels = dataset_channels(config.data.name)
+  channels = image_channels(config)
   if channels != 1:
     raise UserError(
         f"--benchmark omniglot-runs needs a model of 1-channel (grayscale) images, but the "
