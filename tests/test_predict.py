@@ -241,3 +241,12 @@ def test_a_directory_of_query_images(workdir, files):
   captioned = [path.with_suffix(".txt").is_file() for path in written]
   assert [m == ("image", "text") for m in p.modalities] == captioned
   assert [m == ("image",) for m in p.modalities] == [not c for c in captioned]
+
+
+def test_an_am3_model_is_refused_before_anything_is_read(tmp_path):
+  import json
+  config = _config(name="am3")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(json.dumps(config_lib.config_to_dict(config)))
+  with pytest.raises(UserError, match="am3 reads each class's own text"):
+    predict(tmp_path / "run", tmp_path / "s.csv", tmp_path / "q.csv")

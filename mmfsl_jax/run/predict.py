@@ -136,13 +136,6 @@ def _encode_texts(text_infos, *inputs: dict) -> list[dict]:
   return out
 
 
-def _check_learner(config, what: str) -> None:
-  if config.learner.name == "am3":
-    raise UserError(f"learner.name=am3 classifies with each class's own text "
-                    f"(ClassDataset.class_texts), which {what} does not read; it is not "
-                    f"supported for an am3 model")
-
-
 def _query_rows(config, queries, columns: dict) -> Rows:
   return read_rows(queries, modalities=tuple(config.data.modalities),
                    image_size=run_data.dataset_image_size(config), **columns,
@@ -162,7 +155,6 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
   workdir = Path(workdir)
   config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
                             population_batches=population_batches)
-  _check_learner(config, "a support manifest")
   check_manifest_model(config, support)
   require_checkpoint(workdir)
   columns = manifest_columns(config, image_column=image_column, text_column=text_column,

@@ -73,8 +73,8 @@ def check_manifest_model(config, data) -> None:
   class-level text a manifest lacks)."""
   if config.learner.name == "am3":
     raise UserError(f"learner.name=am3 reads each class's own text (ClassDataset.class_texts), "
-                    f"which --data {str(data)!r} does not give; evaluating an am3 model on a "
-                    f"manifest is not supported")
+                    f"which the manifest {str(data)!r} does not give; scoring an am3 model on "
+                    f"a manifest is not supported")
 
 
 def manifest_columns(config, *, image_column: str | None = None,
