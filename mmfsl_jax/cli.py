@@ -258,7 +258,17 @@ def _train(args) -> int:
   return 0
 
 
+def _note_if_training(workdir) -> None:
+  """Says so on stderr when a run is still training in `workdir` (readers take no lock)."""
+  from mmfsl_jax.run.workdir_lock import training_holder
+  holder = training_holder(workdir)
+  if holder:
+    print(f"mmfsl: note: {workdir} is still training ({holder}); reading its last complete "
+          f"checkpoint", file=sys.stderr)
+
+
 def _eval(args) -> int:
+  _note_if_training(args.workdir)
   if os.path.basename(args.output) != args.output or not args.output.endswith(".json"):
     raise UserError(f"--output must be a file name ending in .json (it is written in the "
                     f"workdir), got {args.output!r}")
@@ -304,6 +314,7 @@ def _columns(args) -> dict:
 
 def _predict(args) -> int:
   from mmfsl_jax.run.predict import predict, write_predictions
+  _note_if_training(args.workdir)
   if not args.output.endswith(".csv"):
     raise UserError(f"--output must be a .csv file, got {args.output!r}")
   predictions = predict(args.workdir, args.support, args.query, inner_steps=args.inner_steps,
@@ -324,6 +335,7 @@ def _predict(args) -> int:
 
 def _embed(args) -> int:
   from mmfsl_jax.run.predict import embed, write_embeddings
+  _note_if_training(args.workdir)
   if not args.output.endswith(".npz"):
     raise UserError(f"--output must be a .npz file, got {args.output!r}")
   arrays = embed(args.workdir, args.input, **_columns(args))

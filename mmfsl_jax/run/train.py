@@ -50,6 +50,7 @@ from mmfsl_jax.run.faults import (DiskSpaceError, NonFiniteLossError, StopSignal
                                   check_free_space, describe_nonfinite, is_disk_full)
 from mmfsl_jax.run.sharding import check_splits, is_primary, replicate, shard_tasks, to_host
 from mmfsl_jax.run.workdir import open_checkpoints
+from mmfsl_jax.run.workdir_lock import check_same_workdir, hold_workdir
 
 __all__ = ["NonFiniteLossError", "DiskSpaceError", "TrainingStopped", "train_and_evaluate",
            "check_workdir", "save_config"]
@@ -324,11 +325,19 @@ def _train(run: _Run, checkpoints: Checkpoints, progress: bool) -> dict:
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
   """Meta-trains per `config` in `workdir`; returns the final log record.
 
-  Raises NonFiniteLossError, DiskSpaceError, CheckpointError (user errors) and, after a
-  SIGTERM/SIGINT and a saved checkpoint, TrainingStopped.
+  Raises WorkdirBusy (another run trains in `workdir`), NonFiniteLossError, DiskSpaceError,
+  CheckpointError (user errors) and, after a SIGTERM/SIGINT and a saved checkpoint,
+  TrainingStopped.
   """
   config = build.effective_config(config)
   workdir = Path(workdir)
+  # one run per workdir (workdir_lock.py); taken before anything in it is read or written
+  with hold_workdir(workdir) if is_primary() else contextlib.nullcontext():
+    check_same_workdir(workdir)
+    return _train_in(config, workdir, progress)
+
+
+def _train_in(config, workdir: Path, progress: bool) -> dict:
   check_workdir(workdir, config)
   run = _set_up(config, workdir)
   if run.primary:
