@@ -190,12 +190,34 @@ def test_sigint_in_process_raises_training_stopped_130(tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGINT) is handler     # the handler is put back
 
 
+@pytest.mark.slow
+def test_sigterm_in_the_middle_of_a_save_finishes_it_then_stops(reference, tmp_path,
+                                                                 monkeypatch):
+  """The signal arrives after a save has begun and before it is written: the save completes,
+  the run stops with 143 at that step, and the resumed run is the uninterrupted one."""
+  save, sent = Checkpoints.save_latest, []
+
+  def interrupted_save(self, state, extra=None):
+    if int(state.step) == 5 and not sent:
+      sent.append(True)
+      os.kill(os.getpid(), signal.SIGTERM)
+    save(self, state, extra)
+
+  monkeypatch.setattr(Checkpoints, "save_latest", interrupted_save)
+  with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 5") as stopped:
+    train_and_evaluate(run_config(), tmp_path / "run", progress=False)
+  assert stopped.value.code == 143 and max(steps(tmp_path / "run")) == 5
+  monkeypatch.setattr(Checkpoints, "save_latest", save)
+  finish(tmp_path / "run")
+  assert_same_run(tmp_path / "run", reference)
+
+
 # ---------------------------------------------------------------------------------------------
 # unfinished and corrupt checkpoints
 
 
 @pytest.mark.slow
-def test_unfinished_save_and_cut_off_log_line_are_ignored(reference, tmp_path):
+def test_unfinished_save_and_cut_off_log_line_are_ignored(reference, tmp_path, capsys):
   workdir = copy_of(reference, tmp_path)
   # killed while saving step 12 (orbax writes into a temporary directory, then renames it)
   # and while writing its log line
@@ -204,9 +226,12 @@ def test_unfinished_save_and_cut_off_log_line_are_ignored(reference, tmp_path):
   with (workdir / "metrics.jsonl").open("a") as f:
     f.write('{"step": 13, "split": "tr')
   assert Checkpoints(workdir, create=False).latest.latest_step() == STEPS - 1
+  capsys.readouterr()
   with warnings.catch_warnings():
     warnings.simplefilter("error", CheckpointWarning)
     finish(workdir)
+  assert ("metrics.jsonl: dropped 1 line(s) cut short (a kill while writing) and 2 record(s) "
+          f"past step {STEPS - 1}") in capsys.readouterr().out   # the train and val of step 12
   assert_same_run(workdir, reference)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(STEPS - 1),
                                                                          str(STEPS)]
@@ -378,3 +403,8 @@ def test_disk_full_during_a_save_is_a_clear_error(tmp_path, monkeypatch):
   with pytest.raises(DiskSpaceError, match=r"disk holding .* is full .* checkpoint \(step 3\)"):
     train_and_evaluate(config, tmp_path / "run", progress=False)
   assert max(steps(tmp_path / "run")) == 3
+  monkeypatch.setattr(Checkpoints, "save_latest", save)   # space is back: the run resumes
+  train_and_evaluate(config, tmp_path / "run", progress=False)
+  assert max(steps(tmp_path / "run")) == 6
+  logged = [(r["step"], r["split"]) for r in records(tmp_path / "run")]
+  assert logged == sorted(set(logged)) and max(s for s, _ in logged) == 6

@@ -127,15 +127,24 @@ def _parse(line: str) -> dict | None:
   return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
-def _trim_metrics(path: Path, step: int) -> None:
+def _trim_metrics(path: Path, step: int) -> str | None:
   """Drops log lines past `step` (written after the checkpoint a resumed run starts from) and
-  a line cut short by a kill."""
-  if path.exists():
-    text = path.read_text()
-    lines = [l for l in text.splitlines() if (r := _parse(l)) is not None and r["step"] <= step]
-    kept = "".join(l + "\n" for l in lines)
-    if kept != text:
-      _write_atomically(path, kept)
+  lines cut short (a kill during a write); -> what was dropped, for the log (None: nothing)."""
+  if not path.exists():
+    return None
+  text = path.read_text()
+  lines = text.splitlines()
+  records = [_parse(l) for l in lines]
+  kept = "".join(l + "\n" for l, r in zip(lines, records) if r is not None and r["step"] <= step)
+  if kept == text:
+    return None
+  _write_atomically(path, kept)
+  torn = sum(r is None and bool(l.strip()) for l, r in zip(lines, records))
+  later = sum(r is not None and r["step"] > step for r in records)
+  parts = ([f"{torn} line(s) cut short (a kill while writing)"] if torn else []) + (
+      [f"{later} record(s) past step {step} (logged after the checkpoint it resumes from)"]
+      if later else [])
+  return f"{path.name}: dropped " + " and ".join(parts) if parts else None
 
 
 def _summarise(window: list[dict], skipping: bool) -> dict:
@@ -293,7 +302,9 @@ def _train(run: _Run, checkpoints: Checkpoints, progress: bool) -> dict:
     run.say(f"resuming from step {int(state.step)} in {run.workdir}")
   metrics_path = run.workdir / "metrics.jsonl"
   if run.primary:
-    _trim_metrics(metrics_path, int(state.step))
+    dropped = _trim_metrics(metrics_path, int(state.step))
+    if dropped:
+      run.say(dropped)
   if run.mesh is not None:
     processes = f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""
     run.say(f"meta-batch of {run.config.task.meta_batch} tasks split over {run.mesh.size} "
