@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from mmfsl_jax.cli import main
+from mmfsl_jax.errors import UserError
 from mmfsl_jax.run import workdir_lock
 from mmfsl_jax.run.workdir_lock import WorkdirBusy, hold_workdir, training_holder
 
@@ -101,3 +102,18 @@ def test_two_trains_started_at_once_one_runs_one_is_refused(tmp_path, compilatio
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
       assert main(["eval", "--workdir", str(workdir), "--episodes", "2"]) == 0
   assert "is still training (pid" in err.getvalue()
+
+
+def test_a_process_given_another_workdir_than_process_0_is_refused(tmp_path, monkeypatch):
+  """Of several processes, each compares its workdir with the one process 0 broadcasts."""
+  import jax
+  from jax.experimental import multihost_utils
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  first = workdir_lock.workdir_token(tmp_path / "run")
+  monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", lambda value: first)
+  workdir_lock.check_same_workdir(tmp_path / "run")                     # the same: passes
+  workdir_lock.check_same_workdir(tmp_path / "x" / ".." / "run")        # the same, resolved
+  with pytest.raises(UserError, match="process 1 was given --workdir .*other.* not the "
+                                      "workdir process 0 trains in"):
+    workdir_lock.check_same_workdir(tmp_path / "other")
