@@ -8,6 +8,8 @@
                 [--column MODALITY=COLUMN ...]]
     mmfsl predict --workdir DIR --support S --query Q [--output predictions.csv]
     mmfsl embed --workdir DIR --input M [--output embeddings.npz]
+    mmfsl plot curves --workdir DIR [DIR ...] [--x step|time] [--output curves.png]
+    mmfsl plot compare --eval FILE [FILE ...] [--group-by method|modalities|fuser]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data export shapes|omniglot DIR [--config C] [key=value ...]
                                                  a built-in set as image files plus a manifest
@@ -113,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                              "them, preprocessed as the model's training data")
   _add_column_flags(evaluate, "--data: the manifest's")
   _add_predict_commands(commands)
+  _add_plot_commands(commands)
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
   data_commands = data.add_subparsers(dest="data_command")
   prepare = data_commands.add_parser(
@@ -219,6 +222,44 @@ def _add_predict_commands(commands) -> None:
                      help=".npz file written: fused, aligned_<modality>, present_<modality>, "
                           "label (default embeddings.npz)")
   _add_manifest_flags(embed)
+
+
+def _add_plot_commands(commands) -> None:
+  plot = commands.add_parser("plot", help="figures (PNG or SVG) from a run's files")
+  plots = plot.add_subparsers(dest="plot_command")
+  curves = plots.add_parser("curves", help="training loss and accuracy, validation accuracy "
+                                           "with its 95%% band, of one or more runs")
+  curves.add_argument("--workdir", nargs="+", required=True, metavar="DIR")
+  curves.add_argument("--name", nargs="+", default=None, help="one legend name per workdir "
+                                                              "(default: the directory names)")
+  curves.add_argument("--x", choices=("step", "time"), default="step",
+                      help="against meta-steps (default) or wall time")
+  curves.add_argument("--output", default="curves.png", help=".png or .svg (default curves.png)")
+  compare = plots.add_parser("compare", help="accuracy, macro recall and F1 with 95%% error "
+                                             "bars from eval files, grouped")
+  compare.add_argument("--eval", nargs="+", required=True, metavar="FILE",
+                       help="eval JSON files written by mmfsl eval")
+  compare.add_argument("--label", nargs="+", default=None,
+                       help="one label per file (default: its workdir's name)")
+  compare.add_argument("--group-by", choices=("method", "modalities", "fuser", "none"),
+                       default="method")
+  compare.add_argument("--output", default="compare.png",
+                       help=".png or .svg (default compare.png)")
+
+
+def _plot(args) -> int:
+  from mmfsl_jax.plot.figures import check_output
+  check_output(args.output)
+  if args.plot_command == "curves":
+    from mmfsl_jax.plot.curves import plot_curves
+    for workdir in args.workdir:
+      _note_if_training(workdir)
+    plot_curves(args.workdir, args.output, names=args.name, x=args.x)
+  else:
+    from mmfsl_jax.plot.compare import plot_compare
+    plot_compare(args.eval, args.output, labels=args.label, group_by=args.group_by)
+  print(f"wrote {args.output}")
+  return 0
 
 
 def _config_from(args):
@@ -400,6 +441,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.command is None:
     args = parser.parse_args(["train", *(argv or [])])
+  if args.command == "plot" and args.plot_command is None:
+    parser.error("`mmfsl plot` needs a figure: curves --workdir DIR ..., or compare --eval "
+                 "FILE ...")
   if args.command == "data" and args.data_command is None:
     parser.error("`mmfsl data` needs a command: prepare NAME, export NAME DIR, or throughput "
                  "--config CONFIG")
@@ -414,6 +458,8 @@ def main(argv=None) -> int:
       return _predict(args)
     if args.command == "embed":
       return _embed(args)
+    if args.command == "plot":
+      return _plot(args)
     return _data(args)
   except _USER_ERRORS as error:
     if os.environ.get("MMFSL_DEBUG"):
