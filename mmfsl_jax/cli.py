@@ -10,6 +10,7 @@
     mmfsl embed --workdir DIR --input M [--output embeddings.npz]
     mmfsl plot curves --workdir DIR [DIR ...] [--x step|time] [--output curves.png]
     mmfsl plot compare --eval FILE [FILE ...] [--group-by method|modalities|fuser]
+    mmfsl plot embed --workdir DIR [--classes 10] [--per-class 20] [--projection pca|tsne]
     mmfsl data prepare NAME [--data-dir DIR]     TFDS download-and-prepare; omniglot: check zips
     mmfsl data export shapes|omniglot DIR [--config C] [key=value ...]
                                                  a built-in set as image files plus a manifest
@@ -245,6 +246,16 @@ def _add_plot_commands(commands) -> None:
                        default="method")
   compare.add_argument("--output", default="compare.png",
                        help=".png or .svg (default compare.png)")
+  embed = plots.add_parser("embed", help="a 2-D map of test-class embeddings per modality "
+                                         "and fused, coloured by class")
+  embed.add_argument("--workdir", required=True, metavar="DIR")
+  embed.add_argument("--split", default="test", choices=("train", "val", "test"))
+  embed.add_argument("--classes", type=int, default=10, help="classes drawn (default 10)")
+  embed.add_argument("--per-class", type=int, default=20, help="examples each (default 20)")
+  embed.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                     help="pca (default) or tsne (needs scikit-learn)")
+  embed.add_argument("--output", default="embeddings.png",
+                     help=".png or .svg (default embeddings.png)")
 
 
 def _plot(args) -> int:
@@ -255,6 +266,11 @@ def _plot(args) -> int:
     for workdir in args.workdir:
       _note_if_training(workdir)
     plot_curves(args.workdir, args.output, names=args.name, x=args.x)
+  elif args.plot_command == "embed":
+    from mmfsl_jax.plot.embeddings import plot_embeddings
+    _note_if_training(args.workdir)
+    plot_embeddings(args.workdir, args.output, split=args.split, classes=args.classes,
+                    per_class=args.per_class, projection=args.projection)
   else:
     from mmfsl_jax.plot.compare import plot_compare
     plot_compare(args.eval, args.output, labels=args.label, group_by=args.group_by)

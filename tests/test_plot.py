@@ -123,3 +123,16 @@ def test_errors_and_the_command_line(tmp_path):
   assert "give a .png or .svg file" in err.getvalue()
   assert (tmp_path / "c.png").exists() and (tmp_path / "e.svg").exists()
   assert not (tmp_path / "c.pdf").exists()
+
+
+def test_pca_recovers_points_on_a_plane():
+  """Points on a 2-D plane inside 6-D space: the projection keeps every distance."""
+  rng = np.random.default_rng(0)
+  plane = rng.normal(size=(40, 2)) * [3.0, 1.0]
+  basis, _ = np.linalg.qr(rng.normal(size=(6, 2)))
+  points = plane @ basis.T + rng.normal(size=6)
+  from mmfsl_jax.plot.embeddings import pca_2d
+  projected = pca_2d(points)
+  distances = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)
+  np.testing.assert_allclose(distances(projected), distances(plane), atol=1e-9)
+  assert projected[:, 0].var() > projected[:, 1].var()      # the leading axis first

@@ -250,3 +250,18 @@ def test_an_am3_model_is_refused_before_anything_is_read(tmp_path):
   (tmp_path / "run" / "config.json").write_text(json.dumps(config_lib.config_to_dict(config)))
   with pytest.raises(UserError, match="am3 reads each class's own text"):
     predict(tmp_path / "run", tmp_path / "s.csv", tmp_path / "q.csv")
+
+
+@pytest.mark.slow
+def test_plot_embed_draws_every_modality_and_the_fused_space(workdir, tmp_path):
+  from mmfsl_jax.plot.embeddings import plot_embeddings, run_embeddings
+  points, labels, names = run_embeddings(workdir, classes=4, per_class=5)
+  assert set(points) == {"image", "text", "fused"} and len(names) == 4
+  assert all(p.shape == (20, 16) for p in points.values())
+  np.testing.assert_array_equal(np.bincount(labels), [5, 5, 5, 5])
+  figure = plot_embeddings(workdir, tmp_path / "e.png", classes=4, per_class=5)
+  assert [a.get_title() for a in figure.axes] == ["image (PCA)", "text (PCA)", "fused (PCA)"]
+  for axis in figure.axes:
+    assert [len(c.get_offsets()) for c in axis.collections] == [5, 5, 5, 5]
+  assert [t.get_text() for t in figure.axes[-1].get_legend().get_texts()] == list(names)
+  assert (tmp_path / "e.png").stat().st_size > 1000

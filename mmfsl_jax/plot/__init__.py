@@ -1,6 +1,7 @@
 """`mmfsl plot`: figures drawn from the files the library writes (metrics.jsonl, eval JSON).
 
     curves.py    training loss and accuracy, validation accuracy with its 95% band
+    embeddings.py  a 2-D map of test-class embeddings per modality and fused
     compare.py   accuracy, macro recall and F1 with 95% error bars, grouped
     records.py   the files read back, with a clear error for a missing or empty one
 

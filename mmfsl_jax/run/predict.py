@@ -78,7 +78,8 @@ class Predictions:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Trained:
+class Trained:
+  """A workdir's best checkpoint, ready to apply to new examples (`load_trained`)."""
   config: object
   model: object
   learner: object
@@ -105,8 +106,8 @@ def _example_task(config, text_infos, train, n_way: int) -> dict:
   return {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
 
 
-def _load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
-                  population_batches: int, seed: int) -> _Trained:
+def load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
+                  population_batches: int, seed: int) -> Trained:
   """The workdir's best checkpoint as a learner for `n_way`-way tasks, with what reading
   new examples needs: the training run's text mapping, test-time batch-norm moments."""
   needs_training_data = (any(modality_kind(m) != "image" for m in config.data.modalities)
@@ -120,7 +121,7 @@ def _load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
                       _example_task(config, text_infos, train, n_way))
   moments, _ = test_time_moments(batch_norm, population_batches, config, model, state.params,
                                  train, seed)
-  return _Trained(config, model, learner, state.params, moments, text_infos)
+  return Trained(config, model, learner, state.params, moments, text_infos)
 
 
 def _encode_texts(text_infos, *inputs: dict) -> list[dict]:
@@ -167,7 +168,7 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
                     f"classes to choose between")
   build.check_eval_way(config, n_way, UserError)
   rows = _query_rows(config, queries, columns)
-  trained = _load_trained(workdir, config, n_way=n_way, batch_norm=batch_norm,
+  trained = load_trained(workdir, config, n_way=n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
   support_inputs, query_inputs = _encode_texts(trained.text_infos, support_set.examples,
                                                rows.examples)
@@ -210,7 +211,7 @@ def embed(workdir, examples, *, image_column: str | None = None, text_column: st
   columns = manifest_columns(config, image_column=image_column, text_column=text_column,
                              label_column=label_column, columns=columns)
   rows = _query_rows(config, examples, columns)
-  trained = _load_trained(workdir, config, n_way=config.task.n_way, batch_norm=batch_norm,
+  trained = load_trained(workdir, config, n_way=config.task.n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
   inputs = _encode_texts(trained.text_infos, rows.examples)[0]
 
