@@ -98,12 +98,10 @@ def _parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--split", choices=("test", "val"), default="test",
                         help="episodic: classes the tasks are drawn from (default test; val, "
                              "to choose settings such as --inner-steps without the test classes)")
-  evaluate.add_argument("--batch-norm", choices=("trained", "population"), default="trained",
-                        help="test-time batch norm: trained (as in training: each task's own "
-                             "statistics, the config's batch_norm; default) or population "
-                             "(the moments of training tasks, as PyTorch's model.eval())")
-  evaluate.add_argument("--population-batches", type=int, default=50,
-                        help="--batch-norm population: training tasks to average (default 50)")
+  _add_batch_norm_flags(evaluate, "test-time batch norm: trained (as in training: each task's "
+                                  "own statistics, the config's batch_norm; default) or "
+                                  "population (the moments of training tasks, as PyTorch's "
+                                  "model.eval())")
   evaluate.add_argument("--output", default="eval.json",
                         help="file name written in WORKDIR (default eval.json)")
   evaluate.add_argument("--data-dir", default=None,
@@ -186,14 +184,18 @@ def _column_map(items) -> dict[str, str]:
   return out
 
 
-def _add_manifest_flags(parser: argparse.ArgumentParser) -> None:
-  _add_column_flags(parser, "the manifests'")
+def _add_batch_norm_flags(parser: argparse.ArgumentParser, help_text: str) -> None:
   parser.add_argument("--batch-norm", choices=("trained", "population"), default="trained",
-                      help="trained (as in training: statistics of the examples processed "
-                           "together; default) or population (the training population's "
-                           "moments: each example on its own)")
+                      help=help_text)
   parser.add_argument("--population-batches", type=int, default=50,
                       help="--batch-norm population: training tasks to average (default 50)")
+
+
+def _add_manifest_flags(parser: argparse.ArgumentParser) -> None:
+  _add_column_flags(parser, "the manifests'")
+  _add_batch_norm_flags(parser, "trained (as in training: statistics of the examples processed "
+                                "together; default) or population (the training population's "
+                                "moments: each example on its own)")
 
 
 def _add_predict_commands(commands) -> None:
