@@ -102,8 +102,16 @@ def _parser() -> argparse.ArgumentParser:
                                   "own statistics, the config's batch_norm; default) or "
                                   "population (the moments of training tasks, as PyTorch's "
                                   "model.eval())")
-  evaluate.add_argument("--output", default="eval.json",
-                        help="file name written in WORKDIR (default eval.json)")
+  evaluate.add_argument("--shots", default=None, metavar="K,K,...",
+                        help="episodic: evaluate at each of these shots (e.g. 1,2,5,10), on "
+                             "tasks of one seed, into one file (default eval_shots.json; "
+                             "`mmfsl plot shots` draws it)")
+  evaluate.add_argument("--ways", default=None, metavar="N,N,...",
+                        help="with --shots: and at each of these ways (default: the "
+                             "evaluation way)")
+  evaluate.add_argument("--output", default=None,
+                        help="file name written in WORKDIR (default eval.json; "
+                             "eval_shots.json with --shots)")
   evaluate.add_argument("--data-dir", default=None,
                         help="data directory, if not the config's (omniglot-runs: the directory "
                              "of one_shot_runs.zip; default: data.dir or $MMFSL_OMNIGLOT_DIR)")
@@ -248,6 +256,25 @@ def _add_plot_commands(commands) -> None:
                        default="method")
   compare.add_argument("--output", default="compare.png",
                        help=".png or .svg (default compare.png)")
+  shots = plots.add_parser("shots", help="accuracy against k-shot (a line per model and way) "
+                                         "from `mmfsl eval --shots` files")
+  shots.add_argument("--eval", nargs="+", required=True, metavar="FILE",
+                     help="eval_shots.json files (or eval.json files, a point each)")
+  shots.add_argument("--label", nargs="+", default=None,
+                     help="one name per file (default: its workdir's); files of one name are "
+                          "one model")
+  shots.add_argument("--metric", choices=("accuracy", "macro_recall", "macro_f1"),
+                     default="accuracy")
+  shots.add_argument("--output", default="shots.png", help=".png or .svg (default shots.png)")
+  fusion = plots.add_parser("fusion", help="what the fuser learned: the weighted fuser's "
+                                           "weights, the gated/AM3 mixing per class, the "
+                                           "attention on an episode")
+  fusion.add_argument("--workdir", required=True, metavar="DIR")
+  fusion.add_argument("--split", default="test", choices=("train", "val", "test"))
+  fusion.add_argument("--classes", type=int, default=50,
+                      help="classes in the histograms (default 50, or all there are)")
+  fusion.add_argument("--output", default="fusion.png",
+                      help=".png or .svg (default fusion.png)")
   embed = plots.add_parser("embed", help="a 2-D map of test-class embeddings per modality "
                                          "and fused, coloured by class")
   embed.add_argument("--workdir", required=True, metavar="DIR")
@@ -273,6 +300,13 @@ def _plot(args) -> int:
     _note_if_training(args.workdir)
     plot_embeddings(args.workdir, args.output, split=args.split, classes=args.classes,
                     per_class=args.per_class, projection=args.projection)
+  elif args.plot_command == "shots":
+    from mmfsl_jax.plot.shots import plot_shots
+    plot_shots(args.eval, args.output, labels=args.label, metric=args.metric)
+  elif args.plot_command == "fusion":
+    from mmfsl_jax.plot.fusion import plot_fusion
+    _note_if_training(args.workdir)
+    plot_fusion(args.workdir, args.output, split=args.split, classes=args.classes)
   else:
     from mmfsl_jax.plot.compare import plot_compare
     plot_compare(args.eval, args.output, labels=args.label, group_by=args.group_by)
@@ -326,21 +360,48 @@ def _note_if_training(workdir) -> None:
           f"checkpoint", file=sys.stderr)
 
 
+def _numbers(text: str | None, flag: str) -> list[int] | None:
+  """"1,2,5" -> [1, 2, 5]; None stays None."""
+  if text is None:
+    return None
+  try:
+    numbers = [int(part) for part in text.split(",") if part.strip()]
+  except ValueError:
+    raise UserError(f"{flag} takes whole numbers separated by commas, e.g. 1,2,5,10; got "
+                    f"{text!r}") from None
+  if not numbers:
+    raise UserError(f"{flag} {text!r} lists no number")
+  return numbers
+
+
+def _print_metrics(result, prefix: str = "") -> None:
+  for name in ("accuracy", "macro_recall", "macro_f1"):
+    print(f"{prefix}{name:>13}: {100 * result[name]['mean']:.2f} ± "
+          f"{100 * result[name]['ci95']:.2f} % ({result[name]['n']} episodes)")
+
+
 def _eval(args) -> int:
   _note_if_training(args.workdir)
-  if os.path.basename(args.output) != args.output or not args.output.endswith(".json"):
+  shots, ways = _numbers(args.shots, "--shots"), _numbers(args.ways, "--ways")
+  if ways is not None and shots is None:
+    raise UserError("--ways goes with --shots (a grid of ways and shots into one file); for "
+                    "one way give --n-way")
+  if shots is not None and (args.k_shot is not None or args.n_way is not None):
+    raise UserError("--shots replaces --k-shot (and --ways --n-way): give one of them")
+  output = args.output or ("eval.json" if shots is None else "eval_shots.json")
+  if os.path.basename(output) != output or not output.endswith(".json"):
     raise UserError(f"--output must be a file name ending in .json (it is written in the "
-                    f"workdir), got {args.output!r}")
+                    f"workdir), got {output!r}")
   if args.benchmark == "omniglot-runs":
     from mmfsl_jax.run.evaluators.omniglot_runs import evaluate_omniglot_runs
     if any(v is not None for v in (args.episodes, args.queries, args.n_way, args.k_shot,
-                                   args.data)) or args.split != "test":
-      raise UserError("--episodes, --queries, --n-way, --k-shot, --split and --data do not "
-                      "apply to "
+                                   args.data, shots)) or args.split != "test":
+      raise UserError("--episodes, --queries, --n-way, --k-shot, --shots, --split and --data "
+                      "do not apply to "
                       "--benchmark omniglot-runs (it is always the 20 runs: 20-way 1-shot, 20 "
                       "test drawings)")
     result = evaluate_omniglot_runs(args.workdir, data_dir=args.data_dir,
-                                    inner_steps=args.inner_steps, output=args.output,
+                                    inner_steps=args.inner_steps, output=output,
                                     batch_norm=args.batch_norm,
                                     population_batches=args.population_batches)
     for name, accuracy in result["per_run"].items():
@@ -348,19 +409,20 @@ def _eval(args) -> int:
     print(f"     accuracy: {100 * result['accuracy']:.2f} % over {len(result['per_run'])} runs "
           f"(error rate {100 * result['error_rate']:.2f} %; people 4.5 %)")
   else:
-    from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
-    result = evaluate_workdir(args.workdir, episodes=args.episodes, q_query=args.queries,
-                              data_dir=args.data_dir, n_way=args.n_way, k_shot=args.k_shot,
-                              inner_steps=args.inner_steps, output=args.output,
-                              split=args.split, batch_norm=args.batch_norm,
-                              population_batches=args.population_batches, data=args.data,
-                              image_column=args.image_column, text_column=args.text_column,
-                              label_column=args.label_column,
-                              columns=_column_map(args.column) or None)
-    for name in ("accuracy", "macro_recall", "macro_f1"):
-      print(f"{name:>13}: {100 * result[name]['mean']:.2f} ± {100 * result[name]['ci95']:.2f} % "
-            f"({result[name]['n']} episodes)")
-  print(f"wrote {os.path.join(args.workdir, args.output)}")
+    from mmfsl_jax.run.evaluators.episodic import evaluate_shots, evaluate_workdir
+    options = dict(episodes=args.episodes, q_query=args.queries, data_dir=args.data_dir,
+                   inner_steps=args.inner_steps, output=output, split=args.split,
+                   batch_norm=args.batch_norm, population_batches=args.population_batches,
+                   data=args.data, image_column=args.image_column,
+                   text_column=args.text_column, label_column=args.label_column,
+                   columns=_column_map(args.column) or None)
+    if shots is None:
+      _print_metrics(evaluate_workdir(args.workdir, n_way=args.n_way, k_shot=args.k_shot,
+                                      **options))
+    else:
+      for row in evaluate_shots(args.workdir, shots, ways=ways, **options)["results"]:
+        _print_metrics(row, f"{row['n_way']}-way {row['k_shot']}-shot ")
+  print(f"wrote {os.path.join(args.workdir, output)}")
   return 0
 
 

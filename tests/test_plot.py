@@ -136,3 +136,44 @@ def test_pca_recovers_points_on_a_plane():
   distances = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)
   np.testing.assert_allclose(distances(projected), distances(plane), atol=1e-9)
   assert projected[:, 0].var() > projected[:, 1].var()      # the leading axis first
+
+
+def _shots_file(path, points):
+  """An `mmfsl eval --shots` file: points are (n_way, k_shot, accuracy)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  metric = lambda m: {"mean": m, "ci95": 0.02, "n": 100}
+  path.write_text(json.dumps({"results": [
+      {"n_way": n, "k_shot": k, "accuracy": metric(a), "macro_recall": metric(a),
+       "macro_f1": metric(a)} for n, k, a in points], "settings": {"method": "protonet"}}))
+  return path
+
+
+def test_shots_draws_a_line_per_model_and_way_sorted_by_shot(tmp_path):
+  from mmfsl_jax.plot.shots import plot_shots
+  a = _shots_file(tmp_path / "a" / "eval_shots.json",
+                  [(5, 5, 0.8), (5, 1, 0.5), (10, 1, 0.3), (10, 5, 0.6)])
+  single = _eval(tmp_path / "b" / "eval.json", "maml", ["image"], 0.45)
+  settings = json.loads(single.read_text())
+  settings["settings"].update(n_way=5, k_shot=1)
+  single.write_text(json.dumps(settings))
+  figure = plot_shots([a, single], tmp_path / "s.png")
+  (axis,) = figure.axes
+  errorbars = [c for c in axis.containers if type(c).__name__ == "ErrorbarContainer"]
+  assert [c.get_label() for c in errorbars] == ["a, 5-way", "a, 10-way", "b, 5-way"]
+  data = [c.lines[0] for c in errorbars]
+  np.testing.assert_array_equal(data[0].get_xdata(), [1, 5])
+  np.testing.assert_allclose(np.asarray(data[0].get_ydata(), float), [50, 80])
+  np.testing.assert_allclose(np.asarray(data[1].get_ydata(), float), [30, 60])
+  np.testing.assert_allclose(np.asarray(data[2].get_ydata(), float), [45])
+  segments = errorbars[0].lines[2][0].get_segments()
+  np.testing.assert_allclose([s[1][1] - s[0][1] for s in segments], [4.0, 4.0])   # +- 2
+  chance = [line for line in axis.lines if line.get_label().startswith("chance")]
+  assert [line.get_ydata()[0] for line in chance] == [20.0, 10.0]
+  assert axis.get_xscale() == "log" and [t.get_text() for t in axis.get_xticklabels()] == [
+      "1", "5"]
+  assert axis.get_ylabel() == "accuracy (%, 95% CI)"
+  with pytest.raises(UserError, match="two 5-way 5-shot results"):
+    plot_shots([a, a])
+  assert len(plot_shots([a, a], labels=["x", "y"]).axes[0].containers) == 4
+  with pytest.raises(UserError, match="without its way, shot or metrics"):
+    plot_shots([_eval(tmp_path / "c" / "eval.json", "maml", ["image"], 0.4)])

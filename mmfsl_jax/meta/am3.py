@@ -41,6 +41,18 @@ class _MLP(nn.Module):
     return nn.Dense(self.out)(nn.relu(nn.Dense(self.hidden)(x)))
 
 
+def class_mixing(am3_params, t: jax.Array,
+                 fixed_lambda: float | None = None) -> tuple[jax.Array, jax.Array]:
+  """From the classes' aligned text t [N, d]: w = g(t) [N, d] (the text prototypes) and
+  l [N, 1], the weight of each class's example prototype (params["am3"] of the learner)."""
+  # _MLP builds its output layer first, so "Dense_1" is the hidden layer [d, hidden]
+  hidden = am3_params["g"]["Dense_1"]["kernel"].shape[-1]
+  w = _MLP(hidden, t.shape[-1]).apply({"params": am3_params["g"]}, t)
+  if fixed_lambda is not None:
+    return w, jnp.full((w.shape[0], 1), fixed_lambda, w.dtype)
+  return w, jax.nn.sigmoid(_MLP(hidden, 1).apply({"params": am3_params["h"]}, w))
+
+
 def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
         example_modalities: Sequence[str] | None = None, distance: str = "euclidean",
         cosine_scale: float = 10.0, hidden: int = 64, fixed_lambda: float | None = None,
@@ -102,13 +114,8 @@ def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
             "am3": {"g": g_params, "h": h.init(k_h, w)["params"]}}
 
   def mixing(params, task, train, key):
-    """w [N, d] (text prototypes) and l [N, 1] (weight of the example prototypes)."""
     _, aligned = model.apply(params["model"], class_inputs(task), train=train, key=key)
-    t = aligned[class_modality]
-    w = g_module(t.shape[-1]).apply({"params": params["am3"]["g"]}, t)
-    if fixed_lambda is not None:
-      return w, jnp.full((w.shape[0], 1), fixed_lambda, w.dtype)
-    return w, jax.nn.sigmoid(h.apply({"params": params["am3"]["h"]}, w))
+    return class_mixing(params["am3"], aligned[class_modality], fixed_lambda)
 
   def forward(params, task, key, train):
     support, query = examples(task["support"]), examples(task["query"])

@@ -34,26 +34,34 @@ def _present(z: Mapping[str, jax.Array], modalities: Sequence[str]) -> list[str]
   return present
 
 
+def simplex_weights(params, modalities: Sequence[str],
+                    weights: Sequence[float] | None = None) -> dict[str, jax.Array]:
+  """The weighted fuser's weight of each modality (summing to 1): the fixed `weights`
+  normalised, else the softmax of the learned logits in `params`."""
+  if weights is not None:
+    weights = jnp.asarray(weights, jnp.float32)
+    w = weights / weights.sum()
+  else:
+    w = jax.nn.softmax(params["logits"])
+  return dict(zip(modalities, w))
+
+
 def weighted(modalities: Sequence[str], weights: Sequence[float] | None = None) -> Component:
   """Weighted average; `weights=None` learns them (softmax of logits, starting equal)."""
   modalities = tuple(modalities)
   if weights is not None:
-    weights = jnp.asarray(weights, jnp.float32)
-    if (weights.shape != (len(modalities),) or bool(jnp.any(weights < 0))
-        or float(weights.sum()) <= 0):
+    array = jnp.asarray(weights, jnp.float32)
+    if (array.shape != (len(modalities),) or bool(jnp.any(array < 0))
+        or float(array.sum()) <= 0):
       raise ValueError(f"fixed fusion weights must be {len(modalities)} non-negative numbers "
-                       f"with a positive sum, got {weights.tolist()}")
+                       f"with a positive sum, got {array.tolist()}")
 
   def init(key, z):
     return {} if weights is not None else {"logits": jnp.zeros((len(modalities),), jnp.float32)}
 
-  def mixing_weights(params):
-    w = weights / weights.sum() if weights is not None else jax.nn.softmax(params["logits"])
-    return dict(zip(modalities, w))
-
   def apply(params, z, *, train=False, key=None):
     present = _present(z, modalities)
-    w = mixing_weights(params)
+    w = simplex_weights(params, modalities, weights)
     total = sum(w[m] for m in present)
     return sum(w[m] * z[m] for m in present) / total
 
@@ -89,16 +97,17 @@ class _Gate(nn.Module):
     return nn.Dense(1)(h)
 
 
+def gate_weight(params, z_gate: jax.Array) -> jax.Array:
+  """The gated fuser's l = sigmoid(h(z_gate)) [n, 1]: the weight it gives the main modality."""
+  hidden = params["Dense_0"]["kernel"].shape[-1]
+  return jax.nn.sigmoid(_Gate(hidden=hidden).apply({"params": params}, z_gate))
+
+
 def gated(main: str = "image", gate: str = "text", hidden: int = 64) -> Component:
   """AM3 mixing: l = sigmoid(h(z[gate])) [n, 1]; out = l * z[main] + (1 - l) * z[gate]."""
-  module = _Gate(hidden=hidden)
 
   def init(key, z):
-    return module.init(key, z[gate])["params"]
-
-  def mixing(params, z_gate):
-    """The weight l [n, 1] given to the main modality."""
-    return jax.nn.sigmoid(module.apply({"params": params}, z_gate))
+    return _Gate(hidden=hidden).init(key, z[gate])["params"]
 
   def apply(params, z, *, train=False, key=None):
     _present(z, (main, gate))
@@ -106,7 +115,7 @@ def gated(main: str = "image", gate: str = "text", hidden: int = 64) -> Componen
       return z[main]
     if main not in z:
       return z[gate]
-    lam = mixing(params, z[gate])
+    lam = gate_weight(params, z[gate])
     return lam * z[main] + (1.0 - lam) * z[gate]
 
   return Component(init, apply)
@@ -117,29 +126,44 @@ class _Attention(nn.Module):
   heads: int = 4
 
   @nn.compact
-  def __call__(self, tokens, present):
-    """tokens [n, M, d]; present bool [M] -> [n, d]."""
+  def __call__(self, tokens, present, sow_weights=False):
+    """tokens [n, M, d]; present bool [M] -> [n, d]. `sow_weights`: the attention weights
+    [n, heads, 1, M] go to the "intermediates" collection (attention_weights)."""
     n, m, d = tokens.shape
     tokens = tokens + self.param("modality_embedding", nn.initializers.normal(0.02), (m, d))
     query = self.param("query", nn.initializers.normal(0.02), (1, 1, d))
     query = jnp.broadcast_to(query, (n, 1, d))
     mask = jnp.broadcast_to(present[None, None, None, :], (n, 1, 1, m))
     attended = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=d)(
-        query, tokens, mask=mask)[:, 0]
+        query, tokens, mask=mask, sow_weights=sow_weights)[:, 0]
     mean = jnp.sum(tokens * present[None, :, None], 1) / jnp.sum(present)
     return mean + nn.Dense(d)(attended)
+
+
+def _tokens_and_mask(z, modalities):
+  ref = z[_present(z, modalities)[0]]
+  tokens = jnp.stack([z.get(m, jnp.zeros_like(ref)) for m in modalities], axis=1)
+  present = jnp.asarray([m in z for m in modalities])
+  return tokens, present
+
+
+def attention_weights(params, z: Mapping[str, jax.Array],
+                      modalities: Sequence[str]) -> jax.Array:
+  """The attention fuser's weights [n, heads, M] over `modalities` (0 for absent ones)."""
+  modalities = tuple(modalities)
+  heads = params["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape[1]
+  module = _Attention(num_modalities=len(modalities), heads=heads)
+  _, state = module.apply({"params": params}, *_tokens_and_mask(z, modalities),
+                          sow_weights=True, mutable=["intermediates"])
+  (weights,) = jax.tree_util.tree_leaves(state["intermediates"])
+  return weights[:, :, 0, :]
 
 
 def attention(modalities: Sequence[str], heads: int = 4) -> Component:
   """A learned query attends over the modality vectors; absent modalities are masked out."""
   modalities = tuple(modalities)
   module = _Attention(num_modalities=len(modalities), heads=heads)
-
-  def tokens_and_mask(z):
-    ref = z[_present(z, modalities)[0]]
-    tokens = jnp.stack([z.get(m, jnp.zeros_like(ref)) for m in modalities], axis=1)
-    present = jnp.asarray([m in z for m in modalities])
-    return tokens, present
+  tokens_and_mask = lambda z: _tokens_and_mask(z, modalities)
 
   def init(key, z):
     dim = z[_present(z, modalities)[0]].shape[-1]

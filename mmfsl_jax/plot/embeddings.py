@@ -2,6 +2,7 @@
 fused, projected by PCA (or t-SNE where scikit-learn is installed), coloured by class."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -32,11 +33,32 @@ def _project(points: np.ndarray, projection: str, seed: int) -> np.ndarray:
   return TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(points)
 
 
-def run_embeddings(workdir, *, split: str = "test", classes: int = 10, per_class: int = 20,
-                   seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[str, ...]]:
-  """({"fused" and each modality: embeddings [n, d]}, labels [n], class names) of up to
-  `per_class` examples of `classes` classes of the run's `split`, drawn with `seed`, embedded
-  together by the workdir's best checkpoint (batch statistics of these examples)."""
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """Examples of some classes of a run's split, and the run's trained model."""
+  trained: object            # run.predict.Trained
+  dataset: object            # the split's ClassDataset (text encoded as in training)
+  classes: np.ndarray        # int [C]: the classes drawn, ascending
+  rows: np.ndarray           # int [n]: their examples' rows in `dataset`, class by class
+  labels: np.ndarray         # int [n]: each row's index in `classes`
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return tuple(self.dataset.class_names[c] for c in self.classes)
+
+  def embed(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(fused [n, d], {modality: aligned [n, d]}) of the rows, embedded together (one batch:
+    batch norm uses these examples' statistics)."""
+    model, params = self.trained.model, self.trained.params
+    inputs = {m: a[self.rows] for m, a in self.dataset.examples.items()}
+    fused, aligned = jax.jit(lambda p, x: model.apply(p["model"], x))(params, inputs)
+    return np.asarray(fused), {m: np.asarray(z) for m, z in aligned.items()}
+
+
+def sample_examples(workdir, *, split: str = "test", classes: int = 10, per_class: int = 20,
+                    seed: int = 0) -> Sample:
+  """Up to `per_class` examples of `classes` classes of the run's `split`, drawn with
+  `seed`, and the workdir's best checkpoint to embed them with."""
   from mmfsl_jax.run.data import prepare_splits
   from mmfsl_jax.run.predict import load_trained
   from mmfsl_jax.run.workdir import require_checkpoint, workdir_config
@@ -56,13 +78,18 @@ def run_embeddings(workdir, *, split: str = "test", classes: int = 10, per_class
   rows = np.concatenate([rng.permutation(by_class[c])[:per_class] for c in chosen])
   trained = load_trained(workdir, config, n_way=config.task.n_way, batch_norm="trained",
                          population_batches=1, seed=seed)
-  inputs = {m: a[rows] for m, a in dataset.examples.items()}
-  fused, aligned = jax.jit(lambda p, x: trained.model.apply(p["model"], x))(trained.params,
-                                                                             inputs)
-  points = {**{m: np.asarray(z) for m, z in aligned.items()}, "fused": np.asarray(fused)}
-  names = tuple(dataset.class_names[c] for c in chosen)
-  labels = np.searchsorted(chosen, dataset.labels[rows])
-  return points, labels, names
+  return Sample(trained, dataset, chosen, rows, np.searchsorted(chosen, dataset.labels[rows]))
+
+
+def run_embeddings(workdir, *, split: str = "test", classes: int = 10, per_class: int = 20,
+                   seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[str, ...]]:
+  """({"fused" and each modality: embeddings [n, d]}, labels [n], class names) of up to
+  `per_class` examples of `classes` classes of the run's `split` (`sample_examples`),
+  embedded together by the workdir's best checkpoint (batch statistics of these examples)."""
+  sample = sample_examples(workdir, split=split, classes=classes, per_class=per_class,
+                           seed=seed)
+  fused, aligned = sample.embed()
+  return {**aligned, "fused": fused}, sample.labels, sample.class_names
 
 
 def plot_embeddings(workdir, output=None, *, split: str = "test", classes: int = 10,

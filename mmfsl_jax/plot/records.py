@@ -97,3 +97,45 @@ def read_evaluation(path) -> Evaluation:
     raise UserError(f"{str(path)!r} is not an evaluation file of `mmfsl eval` ({error!r} "
                     f"missing or unreadable)") from None
   return Evaluation(path, means, ci95, dict(data.get("settings", {})))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShotCurve:
+  """One model's evaluations at several shots (`mmfsl eval --shots`), or at one (a plain
+  eval file): point i is n_way[i]-way k_shot[i]-shot, its metrics' means and 95% CIs."""
+  path: Path
+  n_way: np.ndarray                  # int [P]
+  k_shot: np.ndarray                 # int [P]
+  means: dict[str, np.ndarray]       # metric -> float [P]
+  ci95: dict[str, np.ndarray]        # metric -> float [P]
+  settings: dict
+
+
+def read_shots(path) -> ShotCurve:
+  """The points of an `mmfsl eval --shots` file, or the one point of a plain eval file."""
+  path = Path(path)
+  if not path.is_file():
+    raise UserError(f"no evaluation file {str(path)!r}: `mmfsl eval --workdir DIR --shots "
+                    f"1,5` writes DIR/eval_shots.json")
+  try:
+    data = json.loads(path.read_text())
+  except ValueError:
+    data = None
+  if isinstance(data, dict) and "results" in data:
+    rows, settings = data["results"], dict(data.get("settings", {}))
+  else:
+    single = read_evaluation(path)
+    rows = [{**{m: {"mean": single.means[m], "ci95": single.ci95[m]} for m in METRICS},
+             "n_way": single.settings.get("n_way"), "k_shot": single.settings.get("k_shot")}]
+    settings = single.settings
+  try:
+    n_way = np.asarray([int(r["n_way"]) for r in rows])
+    k_shot = np.asarray([int(r["k_shot"]) for r in rows])
+    means = {m: np.asarray([float(r[m]["mean"]) for r in rows]) for m in METRICS}
+    ci95 = {m: np.asarray([float(r[m]["ci95"]) for r in rows]) for m in METRICS}
+  except (KeyError, TypeError, ValueError) as error:
+    raise UserError(f"{str(path)!r}: a result without its way, shot or metrics ({error!r}); "
+                    f"it is not a file of `mmfsl eval`") from None
+  if not len(rows):
+    raise UserError(f"{str(path)!r} holds no results")
+  return ShotCurve(path, n_way, k_shot, means, ci95, settings)

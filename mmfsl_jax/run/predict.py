@@ -89,8 +89,9 @@ class Trained:
 
 
 def _example_task(config, text_infos, train, n_way: int) -> dict:
-  """A task of one example per class with zeros for every modality: the shapes the learner's
-  parameters are initialised (and so restored) from."""
+  """A task of one example per class with zeros (empty texts) for every modality, and for
+  am3 its class texts: the shapes the learner's parameters are initialised (and so restored)
+  from."""
   inputs = {}
   for m in config.data.modalities:
     kind = modality_kind(m)
@@ -103,7 +104,10 @@ def _example_task(config, text_infos, train, n_way: int) -> dict:
     else:
       inputs[m] = np.zeros((n_way, train.examples[m].shape[1]), np.float32)
   labels = np.arange(n_way, dtype=np.int32)
-  return {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
+  task = {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
+  if config.learner.name == "am3":   # its class-level text
+    task["class"] = {"text": inputs["text"]}
+  return task
 
 
 def load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,

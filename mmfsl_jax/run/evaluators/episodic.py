@@ -202,3 +202,29 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   if write and is_primary():
     (workdir / output).write_text(json.dumps(result, indent=2))
   return result
+
+
+def evaluate_shots(workdir, shots, *, ways=None, output: str = "eval_shots.json",
+                   write: bool = True, **options) -> dict:
+  """`evaluate_workdir` at every k-shot of `shots` (and every n-way of `ways`; default the
+  evaluation way), on tasks of the same seed, written to one file workdir/`output`:
+      {"results": [{"n_way", "k_shot", "accuracy", "macro_recall", "macro_f1"}, ...],
+       "settings": the settings the runs share}
+  `options` are evaluate_workdir's (episodes, q_query, split, data, ...)."""
+  shots = [int(k) for k in shots]
+  ways = [None] if not ways else [int(n) for n in ways]
+  if not shots or len(set(shots)) != len(shots) or len(set(ways)) != len(ways):
+    raise UserError(f"--shots (and --ways) must list distinct numbers, got shots {shots}, "
+                    f"ways {[w for w in ways if w is not None]}")
+  runs = [evaluate_workdir(workdir, n_way=n, k_shot=k, write=False, **options)
+          for n in ways for k in shots]
+  per_run = ("n_way", "k_shot", "seconds")
+  results = [{"n_way": r["settings"]["n_way"], "k_shot": r["settings"]["k_shot"],
+              **{m: r[m] for m in ("accuracy", "macro_recall", "macro_f1")},
+              "seconds": r["settings"]["seconds"]} for r in runs]
+  shared = {k: v for k, v in runs[0]["settings"].items() if k not in per_run}
+  result = {"results": results, "settings": {**shared, "shots": shots,
+                                             "ways": sorted({r["n_way"] for r in results})}}
+  if write and is_primary():
+    (Path(workdir) / output).write_text(json.dumps(result, indent=2))
+  return result
