@@ -477,8 +477,9 @@ def _prepare(args) -> int:
     if bad:
       raise UserError(
           f"Omniglot directory {str(directory)!r} lacks usable {', '.join(bad)}; this library "
-          f"does not download them: download them from {omniglot.OMNIGLOT_URL} (this "
-          f"needs an internet connection) into that directory")
+          f"does not download them: download them (this needs an internet connection) into "
+          f"that directory under these names: "
+          + "; ".join(f"{name} from {omniglot.DOWNLOAD_URLS[name]}" for name in bad))
     print(f"omniglot: all files present in {directory}")
     return 0
   from mmfsl_jax.data.sources.tfds import download_and_prepare

@@ -295,6 +295,10 @@ def test_data_prepare_omniglot_reports_files(tmp_path, monkeypatch):
   assert "images_background_small1.zip: missing" in out
   assert "one_shot_runs.zip: not a readable zip file" in out
   assert str(tmp_path) in err and "internet connection" in err
+  # each missing or unreadable file with the address it is published at, under its name here
+  assert ("one_shot_runs.zip from https://github.com/brendenlake/omniglot/raw/master/python/"
+          "one-shot-classification/all_runs.zip") in err
+  assert "images_background_small2.zip from " in err
   monkeypatch.delenv("MMFSL_OMNIGLOT_DIR", raising=False)
   code, _, err = _run_cli(["data", "prepare", "omniglot"])
   assert code == 2 and "MMFSL_OMNIGLOT_DIR" in err

@@ -88,6 +88,12 @@ def resolve_omniglot_dir(path: PathLike | None = None, *,
 
 
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
+# Where each file is published (the authors' repository); the runs are its all_runs.zip.
+DOWNLOAD_URLS = {
+    "images_background_small1.zip": OMNIGLOT_URL + "images_background_small1.zip",
+    "images_background_small2.zip": OMNIGLOT_URL + "images_background_small2.zip",
+    RUNS_ZIP: OMNIGLOT_URL + "one-shot-classification/all_runs.zip",
+}
 
 
 def check_omniglot_files(path: PathLike | None = None) -> tuple[pathlib.Path, dict[str, str]]:
