@@ -149,7 +149,7 @@ run fomaml_zerohead_5way omniglot_maml "5w1s 5w5s 5w1s:1 5w5s:1" inner.first_ord
 run fomaml_zerohead_20way omniglot_maml "20w1s runs 20w1s:1 runs:1" inner.first_order=True \
   learner.zero_head=True task.n_way=20 task.k_shot=1 task.meta_batch=4 run.num_steps=300 \
   run.eval_every=150 run.checkpoint_every=150
-# The rest of the method family (issue: a row per method), 5-way 1-shot training, the budget of
+# The rest of the method family (a row per method), 5-way 1-shot training, the budget of
 # first-order MAML's rows (500 steps of 8 tasks), Finn et al.'s inner rate where one applies;
 # not tuned. AM3 has no row: Omniglot has no class-level text.
 FAMILY_5WAY=(task.n_way=5 task.k_shot=1 task.meta_batch=8 run.num_steps=500 run.eval_every=250
