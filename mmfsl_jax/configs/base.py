@@ -88,9 +88,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.learner = ml_collections.ConfigDict()
   c.learner.name = "protonet"       # protonet | maml | anil | metasgd | reptile | baselinepp |
-  #                                   am3 (meta/registry.py)
+  #                                   am3 | zeroshot | linear_probe | tip_adapter |
+  #                                   tip_adapter_f | lp_plus_plus (meta/registry.py)
   c.learner.distance = "euclidean"  # protonet, am3: euclidean | cosine
-  c.learner.cosine_scale = 10.0     # cosine logits (protonet, am3) and Baseline++'s classifier
+  c.learner.cosine_scale = 10.0     # cosine logits (protonet, am3), Baseline++'s classifier,
+  #                                   and the image-text logits (zeroshot, tip_adapter(_f),
+  #                                   lp_plus_plus; CLIP's own is 100)
   c.learner.fuse_level = "example"  # protonet: fuse each example, or each class's means
   c.learner.batch_norm = "transductive"  # transductive (batch statistics) | inductive (support
   #                                        statistics for support and query; meta/base.py)
@@ -108,6 +111,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.learner.am3 = ml_collections.ConfigDict(dict(
       example_modalities=()))   # modalities of the examples (() = all of data.modalities);
   #                               ('image',) is the original AM3 (text per class only)
+  c.learner.tip_adapter = ml_collections.ConfigDict(dict(   # tip_adapter, tip_adapter_f
+      alpha=1.0, beta=5.5,       # the cache's weight and sharpness (Zhang et al.'s ImageNet)
+      finetune_steps=50, finetune_lr=0.01))   # tip_adapter_f: Adam on the cache keys per task
+  c.learner.linear_probe = ml_collections.ConfigDict(dict(
+      steps=300, weight_decay=1e-3))   # logistic regression per task, step 1/L (no rate)
+  c.learner.lp_plus_plus = ml_collections.ConfigDict(dict(
+      alpha_init=1.0, steps=100))      # the text's initial weight per class; fitting rounds
 
   c.inner = ml_collections.ConfigDict()
   c.inner.steps = 1

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 
 from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, embed_task,
-                                 inputs_of, query_objective)
+from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, class_level, concat_inputs,
+                                 embed_task, init_inputs, inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import DISTANCES, class_means, prototype_logits
 
 
@@ -75,14 +75,7 @@ def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
   check_batch_norm(batch_norm)
 
   def class_inputs(task):
-    if class_modality not in task.get("class", {}):
-      raise UserError(
-          f"am3 needs class-level {class_modality!r} (task['class'][{class_modality!r}], one "
-          f"row per class in label order), but this task has "
-          f"{sorted(task.get('class', {})) or 'none'}; the dataset must provide "
-          f"ClassDataset.class_texts[{class_modality!r}] and {class_modality!r} must be one of "
-          f"the sampler's modalities")
-    return {class_modality: task["class"][class_modality]}
+    return {class_modality: class_level(task, class_modality, "am3")}
 
   def examples(split):
     keep = example_modalities or tuple(m for m in split if m != "label")
@@ -100,11 +93,9 @@ def am3(model: MultimodalModel, *, n_way: int, class_modality: str = "text",
     k_model, k_g, k_h = jax.random.split(key, 3)
     support, query = examples(task["support"]), examples(task["query"])
     text = class_inputs(task)[class_modality]
-    inputs = concat_inputs(inputs_of(support), inputs_of(query))
     labels = jnp.concatenate([support["label"], query["label"]])
-    for m in model.modalities:   # a modality the examples lack: its class-level rows
-      if m not in inputs:
-        inputs[m] = jnp.asarray(text if m == class_modality else task["class"][m])[labels]
+    inputs = init_inputs(model, task, concat_inputs(inputs_of(support), inputs_of(query)),
+                         labels, "am3")
     model_params = model.init(k_model, inputs)
     _, aligned = model.apply(model_params, {class_modality: text})
     t = aligned[class_modality]

@@ -96,6 +96,27 @@ def embed_query(model, params, support: dict, query: dict, *, train: bool, key,
   return fused[n_support:], {m: z[n_support:] for m, z in aligned.items()}
 
 
+def class_level(task: dict, modality: str, method: str) -> jax.Array:
+  """task["class"][modality]: one row per class in label order; a clear error without it."""
+  if modality not in task.get("class", {}):
+    raise UserError(
+        f"{method} needs class-level {modality!r} (task['class'][{modality!r}], one row per "
+        f"class in label order), but this task has {sorted(task.get('class', {})) or 'none'}; "
+        f"the dataset must provide ClassDataset.class_texts[{modality!r}] and {modality!r} "
+        f"must be one of the sampler's modalities")
+  return task["class"][modality]
+
+
+def init_inputs(model, task: dict, inputs: dict, labels: jax.Array, method: str) -> dict:
+  """`inputs` (the examples' modalities) with each modality of the model they lack filled in
+  by its class-level rows, by label: what model.init needs to build every encoder."""
+  inputs = dict(inputs)
+  for m in model.modalities:
+    if m not in inputs:
+      inputs[m] = jnp.asarray(class_level(task, m, method))[labels]
+  return inputs
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 

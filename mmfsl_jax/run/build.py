@@ -182,6 +182,7 @@ def _check_learner(config, mods) -> None:
     raise ConfigError(f"learner.baselinepp.finetune_steps must be >= 0 and finetune_lr "
                       f"positive, got {learner.baselinepp.finetune_steps}, "
                       f"{learner.baselinepp.finetune_lr}")
+  _check_shared_space(config, mods)
   example_mods = tuple(learner.am3.example_modalities)
   if name == "am3":
     if "text" not in mods:
@@ -194,6 +195,31 @@ def _check_learner(config, mods) -> None:
   elif example_mods:
     raise ConfigError(f"learner.am3.example_modalities applies to learner.name=am3, not "
                       f"learner.name={name}")
+
+
+def _check_shared_space(config, mods) -> None:
+  """The shared-space methods compare 'image' examples with 'text' class text."""
+  learner, name = config.learner, config.learner.name
+  if not METHODS[name].shared_space:
+    return
+  needed = ("image", "text") if METHODS[name].class_text else ("image",)
+  missing = [m for m in needed if m not in mods]
+  if missing:
+    raise ConfigError(f"learner.name={name} classifies 'image' examples"
+                      + (" against each class's 'text'" if "text" in needed else "")
+                      + f": data.modalities must include {missing} (got {mods})")
+  if learner.align_weight:
+    raise ConfigError(f"learner.align_weight applies to the methods that fuse examples, not "
+                      f"learner.name={name} (its query loss already compares images with text)")
+  tip, probe, lpp = learner.tip_adapter, learner.linear_probe, learner.lp_plus_plus
+  if tip.alpha < 0 or tip.beta < 0 or tip.finetune_steps < 0 or tip.finetune_lr <= 0:
+    raise ConfigError(f"learner.tip_adapter needs alpha, beta, finetune_steps >= 0 and "
+                      f"finetune_lr > 0, got {tip.to_dict()}")
+  if probe.steps < 1 or probe.weight_decay < 0:
+    raise ConfigError(f"learner.linear_probe needs steps >= 1 and weight_decay >= 0, got "
+                      f"{probe.to_dict()}")
+  if lpp.steps < 0:
+    raise ConfigError(f"learner.lp_plus_plus.steps must be >= 0, got {lpp.steps}")
 
 
 def _check_schedule(config) -> None:
@@ -374,6 +400,26 @@ def train_class_count(config) -> int:
   return build_splits(config)["train"].num_classes
 
 
+def shared_space_arguments(config) -> dict:
+  """The settings of a shared-space method (zeroshot, linear_probe, tip_adapter(_f),
+  lp_plus_plus) from its learner section."""
+  learner, name = config.learner, config.learner.name
+  if name == "linear_probe":
+    return dict(steps=learner.linear_probe.steps,
+                weight_decay=learner.linear_probe.weight_decay)
+  scale = dict(cosine_scale=learner.cosine_scale)
+  tip = learner.tip_adapter
+  if name == "tip_adapter":
+    return dict(scale, alpha=tip.alpha, beta=tip.beta)
+  if name == "tip_adapter_f":
+    return dict(scale, alpha=tip.alpha, beta=tip.beta, finetune_steps=tip.finetune_steps,
+                finetune_lr=tip.finetune_lr)
+  if name == "lp_plus_plus":
+    return dict(scale, alpha_init=learner.lp_plus_plus.alpha_init,
+                steps=learner.lp_plus_plus.steps)
+  return scale
+
+
 def build_learner(config, model: MultimodalModel, *, n_way: int | None = None,
                   num_classes: int | None = None, for_eval: bool = False) -> MetaLearner:
   """The learner section's meta-learner (meta/registry.py) for `n_way`-way tasks (default
@@ -393,6 +439,9 @@ def build_learner(config, model: MultimodalModel, *, n_way: int | None = None,
   if name == "am3":
     return constructor(model, example_modalities=tuple(learner.am3.example_modalities) or None,
                        distance=learner.distance, cosine_scale=learner.cosine_scale, **common)
+  if METHODS[name].shared_space:
+    return constructor(model, **shared_space_arguments(config), n_way=common["n_way"],
+                       batch_norm=learner.batch_norm)
   if name == "baselinepp":
     return constructor(model, num_classes=num_classes or train_class_count(config),
                        cosine_scale=learner.cosine_scale,

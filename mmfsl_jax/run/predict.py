@@ -42,6 +42,7 @@ from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.modalities import modality_kind
 from mmfsl_jax.data.sources.rows import Rows, read_rows
 from mmfsl_jax.errors import UserError
+from mmfsl_jax.meta.registry import METHODS
 from mmfsl_jax.nn.encoders.batch_norm import fixed_batch_moments
 from mmfsl_jax.run import build
 from mmfsl_jax.run import data as run_data
@@ -105,7 +106,7 @@ def _example_task(config, text_infos, train, n_way: int) -> dict:
       inputs[m] = np.zeros((n_way, train.examples[m].shape[1]), np.float32)
   labels = np.arange(n_way, dtype=np.int32)
   task = {"support": {**inputs, "label": labels}, "query": {**inputs, "label": labels}}
-  if config.learner.name == "am3":   # its class-level text
+  if METHODS[config.learner.name].class_text:   # its class-level text
     task["class"] = {"text": inputs["text"]}
   return task
 

@@ -15,6 +15,7 @@ from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.sampler import EpisodeSampler
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import MetaLearner
+from mmfsl_jax.meta.registry import METHODS
 from mmfsl_jax.meta.step import resolve_task_chunk
 from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.run import build
@@ -69,12 +70,13 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
 
 
 def check_manifest_model(config, data) -> None:
-  """UserError for a model that cannot be scored on a manifest: an am3 learner (it reads
-  class-level text a manifest lacks)."""
-  if config.learner.name == "am3":
-    raise UserError(f"learner.name=am3 reads each class's own text (ClassDataset.class_texts), "
-                    f"which the manifest {str(data)!r} does not give; scoring an am3 model on "
-                    f"a manifest is not supported")
+  """UserError for a model that cannot be scored on a manifest: a learner that reads
+  class-level text (am3, zeroshot, ...), which a manifest lacks."""
+  name = config.learner.name
+  if METHODS[name].class_text:
+    raise UserError(f"learner.name={name} reads each class's own text "
+                    f"(ClassDataset.class_texts), which the manifest {str(data)!r} does not "
+                    f"give; scoring a {name} model on a manifest is not supported")
 
 
 def manifest_columns(config, *, image_column: str | None = None,
