@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ FIELDS = {"variant", "backend", "meta_batch", "inner_steps", "tasks_per_s", "med
           "compile_s", "compiled_memory_mb", "peak_device_memory_mb", "compiles", "devices",
           "peers",
           "ratios", "peer_device", "pipeline_tasks_per_s", "pipeline_headroom", "gflop_per_task",
-          "gflop_per_s", "gemm_gflop_per_s", "page_faults_per_step"}
+          "gflop_per_s", "gemm_gflop_per_s", "page_faults_per_step", "machine", "settings"}
 FAKE_PEER = '''import json, sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 print("warming up")
@@ -61,6 +62,18 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
   assert records[0]["peer_device"] == "cpu"
   assert records[0]["ratios"]["torch-loop"] == pytest.approx(records[0]["tasks_per_s"] / 4.0)
   assert "ratio" in out and "tasks/s" in out
+  # every line names the machine and the step's machine-dependent choices (CPU here:
+  # convolutions as patch matmuls, one task at a time)
+  machine = bench.machine_name()
+  assert machine and machine.endswith(f"{os.cpu_count()} cores")
+  for r in records:
+    assert r["machine"] == machine
+    assert r["settings"]["conv_impl"] == "matmul" and r["settings"]["task_chunk"] == 1
+  lines = [l for l in out.splitlines() if l.startswith(("maml ", "fomaml "))]
+  assert len(lines) == 2
+  assert all(l.endswith(f"| {machine}; conv_impl=matmul task_chunk=1 huge_pages="
+                        f"{records[0]['settings']['huge_pages']}") for l in lines), lines
+  assert any(l.startswith("one large matmul") and f"({machine})" in l for l in out.splitlines())
 
 
 def test_a_peer_on_another_device_runs_through_the_device_launcher(tmp_path, monkeypatch):

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 import json
+import os
+import platform
 from pathlib import Path
 import statistics
 import subprocess
@@ -39,7 +41,8 @@ import numpy as np
 
 from mmfsl_jax.bench.flop_count import jaxpr_flops
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.meta.step import init_train_state, make_meta_step
+from mmfsl_jax.meta.step import init_train_state, make_meta_step, resolve_task_chunk
+from mmfsl_jax.nn.encoders.conv_ops import resolve_impl
 from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run.data import TextInfo
@@ -109,6 +112,10 @@ class BenchResult:
   # of thousands where each step's fresh buffers come in 4 KB pages, hundreds to a few
   # thousand with huge pages (host_memory.py).
   page_faults_per_step: float | None = None
+  # What ran it, so that figures from different machines can be told apart: the CPU model
+  # (or accelerator kind), and the machine-dependent choices the step was built with.
+  machine: str = ""
+  settings: dict = dataclasses.field(default_factory=dict)
 
 
 def variant_config(name: str, overrides: Sequence[str] = ()):
@@ -189,6 +196,30 @@ def gemm_gflop_per_s(size: int = 2048, iters: int = 5) -> float:
   return 2 * size**3 / statistics.median(times) / 1e9
 
 
+def machine_name() -> str:
+  """The CPU's model name on a CPU backend (/proc/cpuinfo, else the platform's), with its
+  core count; the device kind of an accelerator."""
+  if jax.default_backend() != "cpu":
+    return f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+  model = ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), "")
+  except OSError:
+    pass
+  return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def step_settings(config) -> dict:
+  """The machine-dependent choices of a variant's step: convolution implementation, tasks
+  vmapped at once (None: all), XLA flags and the host allocator's huge pages."""
+  return {"conv_impl": resolve_impl(config.model.image.conv_impl),
+          "task_chunk": resolve_task_chunk(config.run.task_chunk),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "huge_pages": "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")}
+
+
 def _gflop_per_task(jaxpr, meta_batch: int) -> float | None:
   try:
     return jaxpr_flops(jaxpr) / meta_batch / 1e9
@@ -245,7 +276,8 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
                      _peak_device_memory_mb(), step._cache_size(),
                      devices=1 if mesh is None else mesh.size, gflop_per_task=gflop,
                      gflop_per_s=None if gflop is None else gflop * config.task.meta_batch / median,
-                     page_faults_per_step=faults)
+                     page_faults_per_step=faults, machine=machine_name(),
+                     settings=step_settings(config))
 
 
 def _minor_page_faults() -> int | None:
@@ -318,6 +350,10 @@ def format_result(r: BenchResult) -> str:
   if r.pipeline_tasks_per_s is not None:
     line += (f"  | input pipeline {r.pipeline_tasks_per_s:.1f} tasks/s = "
              f"{r.pipeline_headroom:.1f}x the meta-step's")
+  if r.machine:
+    chosen = " ".join(f"{k}={'all' if v is None else v}" for k, v in r.settings.items()
+                      if k != "xla_flags" or v)
+    line += f"  | {r.machine}; {chosen}"
   return line
 
 
@@ -343,8 +379,8 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
           f"plain per-task loop only", flush=True)
   size = gemm_size()
   gemm = gemm_gflop_per_s(size)
-  print(f"one large matmul on {jax.default_backend()}: {gemm:.1f} GFLOP/s (float32, {size}^3)",
-        flush=True)
+  print(f"one large matmul on {jax.default_backend()} ({machine_name()}): {gemm:.1f} GFLOP/s "
+        f"(float32, {size}^3)", flush=True)
   results = []
   for name in variants:
     result = run_variant(name, iters=iters, overrides=overrides)
