@@ -53,8 +53,9 @@ def test_every_old_key_has_a_home_and_no_two_share_one():
   assert set(targets) <= base_keys
   grouped = {k for k in base_keys if k.startswith(("data.shapes.", "data.omniglot."))}
   # Keys added since the flat layout have no old name.
-  added = {k for k in base_keys if k.startswith(("data.files.", "model.vector."))} | {
-      "learner.support_loss_weight"}
+  added = {k for k in base_keys if k.startswith((
+      "data.files.", "model.vector.", "learner.tip_adapter.", "learner.linear_probe.",
+      "learner.lp_plus_plus."))} | {"learner.support_loss_weight"}
   assert set(targets) | grouped | added | {"seed", "smoke"} == base_keys
 
 
