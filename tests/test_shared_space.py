@@ -12,15 +12,16 @@ import pytest
 from mmfsl_jax.configs.base import base_config
 from mmfsl_jax.core.model import multimodal_model
 from mmfsl_jax.errors import ConfigError, UserError
-from mmfsl_jax.meta import (METHODS, class_means, linear_probe, lp_plus_plus, tip_adapter,
-                            tip_adapter_f, zeroshot)
+from mmfsl_jax.meta import (METHODS, class_means, linear_probe, lp_plus_plus, prototype_logits,
+                            tip_adapter, tip_adapter_f, zeroshot)
 from mmfsl_jax.meta.base import cross_entropy
 from mmfsl_jax.meta.linear_probe import curvature_bound, fit_logistic_regression
 from mmfsl_jax.meta.lp_plus_plus import blend_logits, fit_blend, lp_plus_plus_logits
-from mmfsl_jax.meta.shared_space import TaskFeatures, unit_rows
+from mmfsl_jax.meta.shared_space import TaskFeatures
 from mmfsl_jax.meta.tip_adapter import fine_tuned_keys, tip_adapter_logits
 from mmfsl_jax.meta.zeroshot import text_logits
 from mmfsl_jax.nn import align, fuse
+from mmfsl_jax.nn.align import info_nce, unit_rows
 from mmfsl_jax.nn.encoders import vector_encoder
 from mmfsl_jax.run import build
 
@@ -152,10 +153,14 @@ LEARNERS = {
 }
 
 
-def test_unit_rows_keep_a_zero_row_zero_with_a_finite_gradient():
+def test_unit_rows_keep_a_zero_row_zero_with_a_finite_gradient_in_every_cosine():
   x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
   np.testing.assert_allclose(unit_rows(x), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
   assert np.isfinite(jax.grad(lambda x: unit_rows(x).sum())(x)).all()
+  # and so every cosine in the library: ProtoNet's logits, InfoNCE
+  cosine = lambda x: prototype_logits(x, jnp.ones((2, 2)), "cosine", 10.0).sum()
+  assert np.isfinite(jax.grad(cosine)(x)).all()
+  assert np.isfinite(jax.grad(lambda x: info_nce(x, jnp.eye(2)))(x)).all()
 
 
 def test_every_shared_space_method_is_registered():

@@ -26,6 +26,7 @@ import numpy as np
 
 from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
+from mmfsl_jax.nn.align import unit_rows
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import class_means, prototype_logits
@@ -40,7 +41,7 @@ def finetune_head(support: jax.Array, labels: jax.Array, n_way: int, *, steps: i
                   scale: float) -> jax.Array:
   """A cosine head [N, d] fitted to support embeddings [N*K, d] by gradient descent."""
   start = class_means(support, labels, n_way)
-  start = start / (jnp.linalg.norm(start, axis=-1, keepdims=True) + 1e-8)
+  start = unit_rows(start)
   loss = lambda w: cross_entropy(cosine_logits(support, w, scale), labels)
   return jax.lax.fori_loop(0, steps, lambda _, w: w - lr * jax.grad(loss)(w), start)
 

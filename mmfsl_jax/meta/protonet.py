@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
+from mmfsl_jax.nn.align import unit_rows
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
 
@@ -45,9 +46,7 @@ def prototype_logits(queries: jax.Array, prototypes: jax.Array, distance: str,
     return -(jnp.sum(queries**2, -1, keepdims=True) - 2 * queries @ prototypes.T
              + jnp.sum(prototypes**2, -1)[None, :])
   if distance == "cosine":
-    q = queries / (jnp.linalg.norm(queries, axis=-1, keepdims=True) + 1e-8)
-    p = prototypes / (jnp.linalg.norm(prototypes, axis=-1, keepdims=True) + 1e-8)
-    return cosine_scale * q @ p.T
+    return cosine_scale * unit_rows(queries) @ unit_rows(prototypes).T
   raise UserError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
 
 

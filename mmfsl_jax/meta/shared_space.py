@@ -25,18 +25,13 @@ import jax.numpy as jnp
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, class_level, embed_task,
                                  init_inputs, query_objective)
+from mmfsl_jax.nn.align import unit_rows
 
 
 class TaskFeatures(NamedTuple):
   support: jax.Array   # [N*K, d] unit rows
   query: jax.Array     # [M, d] unit rows
   text: jax.Array | None   # [N, d] unit rows, class text in label order (None: not asked)
-
-
-def unit_rows(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-  """Rows scaled to unit length; a zero row stays zero, with a finite gradient (the norm's
-  own is NaN at zero, and a dead ReLU can make a feature row zero)."""
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def check_modalities(model, method: str, image_modality: str,

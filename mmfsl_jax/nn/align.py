@@ -75,13 +75,18 @@ def identity(modalities: Sequence[str]) -> Component:
   return Component(init, apply)
 
 
+def unit_rows(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """Rows of x [..., d] scaled to unit length; a zero row stays zero with a finite gradient
+  (the norm's own gradient is NaN at zero, and a dead ReLU can make an embedding row zero)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+
+
 def info_nce(z_a: jax.Array, z_b: jax.Array, temperature: float = 0.1) -> jax.Array:
   """Symmetric InfoNCE between paired rows of z_a [n, d] and z_b [n, d]; a scalar.
 
   Rows are L2-normalised; example i of one view must pick example i of the other among n.
   """
-  z_a = z_a / (jnp.linalg.norm(z_a, axis=-1, keepdims=True) + 1e-8)
-  z_b = z_b / (jnp.linalg.norm(z_b, axis=-1, keepdims=True) + 1e-8)
+  z_a, z_b = unit_rows(z_a), unit_rows(z_b)
   logits = z_a @ z_b.T / temperature
   labels = jnp.arange(z_a.shape[0])
   loss_ab = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
