@@ -64,7 +64,7 @@ def read_preprocessing(path: str) -> Preprocessing:
     raise UserError(f"{path} has no preprocessor_config.json, so how the model expects its "
                     f"images (size, crop, mean, std) is unknown; save its image processor "
                     f"beside it (processor.save_pretrained({path!r}))")
-  config = json.loads(open(file).read())
+  processor = json.loads(open(file).read())
 
   def pair(value):
     if isinstance(value, dict):
@@ -73,16 +73,16 @@ def read_preprocessing(path: str) -> Preprocessing:
       return int(value["height"]), int(value["width"])
     return (int(value), int(value)) if value is not None else None
 
-  size = pair(config.get("size")) if config.get("do_resize", True) else None
-  crop = pair(config.get("crop_size")) if config.get("do_center_crop", False) else None
+  size = pair(processor.get("size")) if processor.get("do_resize", True) else None
+  crop = pair(processor.get("crop_size")) if processor.get("do_center_crop", False) else None
   if isinstance(crop, int):
     crop = (crop, crop)
   if size is None and crop is None:
     raise UserError(f"{file} neither resizes nor crops: the model's input size is unknown")
-  normalise = config.get("do_normalize", True)
-  mean = tuple(config.get("image_mean", (0.0, 0.0, 0.0))) if normalise else (0.0, 0.0, 0.0)
-  std = tuple(config.get("image_std", (1.0, 1.0, 1.0))) if normalise else (1.0, 1.0, 1.0)
-  method = _RESAMPLE.get(int(config.get("resample", 3)), "cubic")
+  normalise = processor.get("do_normalize", True)
+  mean = tuple(processor.get("image_mean", (0.0, 0.0, 0.0))) if normalise else (0.0, 0.0, 0.0)
+  std = tuple(processor.get("image_std", (1.0, 1.0, 1.0))) if normalise else (1.0, 1.0, 1.0)
+  method = _RESAMPLE.get(int(processor.get("resample", 3)), "cubic")
   return Preprocessing(size if size is not None else crop, crop, mean, std, method)
 
 
@@ -129,12 +129,13 @@ def _features(model_type: str):
   return {"clip": clip, "vit": vit, "dinov2": dinov2, "resnet": resnet}[model_type]
 
 
-def _dim(config) -> int:
-  if config.model_type == "clip":
-    return int(config.projection_dim)
-  if config.model_type == "resnet":
-    return int(config.hidden_sizes[-1])
-  return int(config.hidden_size)
+def _dim(model_settings) -> int:
+  """The feature size of a transformers model's settings (its PretrainedConfig)."""
+  if model_settings.model_type == "clip":
+    return int(model_settings.projection_dim)
+  if model_settings.model_type == "resnet":
+    return int(model_settings.hidden_sizes[-1])
+  return int(model_settings.hidden_size)
 
 
 def load_pretrained_vision(name_or_path: str, *, local_files_only: bool = False
@@ -158,12 +159,12 @@ def load_pretrained_vision(name_or_path: str, *, local_files_only: bool = False
             f"Hugging Face cache, and could not be downloaded (there may be no internet). Pass "
             f"a local model directory. Cause: {err}") from err
     from_pt = _check_model_dir(path)
-    config = AutoConfig.from_pretrained(path)
-    if config.model_type not in MODEL_TYPES:
-      raise UserError(f"{path} is a {config.model_type!r} model; pretrained image encoders are "
-                      f"{', '.join(MODEL_TYPES)}")
+    settings = AutoConfig.from_pretrained(path)
+    if settings.model_type not in MODEL_TYPES:
+      raise UserError(f"{path} is a {settings.model_type!r} model; pretrained image encoders "
+                      f"are {', '.join(MODEL_TYPES)}")
     model = FlaxAutoModel.from_pretrained(path, from_pt=from_pt)
-  return PretrainedVision(model.module, model.params, config.model_type, _dim(config),
+  return PretrainedVision(model.module, model.params, settings.model_type, _dim(settings),
                           read_preprocessing(path), name)
 
 
