@@ -26,10 +26,10 @@ import numpy as np
 
 from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.nn.align import unit_rows
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
 from mmfsl_jax.meta.protonet import class_means, prototype_logits
+from mmfsl_jax.nn.align import unit_rows
 
 
 def cosine_logits(z: jax.Array, weight: jax.Array, scale: float) -> jax.Array:

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 
 from mmfsl_jax.core.model import MultimodalModel
 from mmfsl_jax.errors import UserError
-from mmfsl_jax.nn.align import unit_rows
 from mmfsl_jax.meta.base import (MetaLearner, check_batch_norm, concat_inputs, cross_entropy,
                                  embed_task, inputs_of, query_objective)
+from mmfsl_jax.nn.align import unit_rows
 
 DISTANCES = ("euclidean", "cosine")
 FUSE_LEVELS = ("example", "class")

@@ -1,5 +1,5 @@
-"""What the CLIP-era few-shot methods (zeroshot, linear_probe, tip_adapter, lp_plus_plus) work
-on: each example's image embedding and each class's text embedding in the model's shared
+"""What the CLIP-era few-shot methods (zeroshot, linear_probe, tip_adapter(_f), lp_plus_plus)
+work on: each example's image embedding and each class's text embedding in the model's shared
 space, as unit vectors.
 
     features = task_features(model, params, task, image_modality="image",
@@ -39,9 +39,10 @@ def check_modalities(model, method: str, image_modality: str,
   missing = [m for m in (image_modality, class_modality)
              if m is not None and m not in model.modalities]
   if missing:
-    raise UserError(f"{method} compares {image_modality!r} examples with class-level "
-                    f"{class_modality!r} in one space, but the model has no encoder for "
-                    f"{missing}; its modalities are {list(model.modalities)}")
+    against = f" with class-level {class_modality!r}" if class_modality else ""
+    raise UserError(f"{method} compares {image_modality!r} examples{against} in one space, but "
+                    f"the model has no encoder for {missing}; its modalities are "
+                    f"{list(model.modalities)}")
 
 
 def init_model(model, key, task, image_modality: str, method: str):
