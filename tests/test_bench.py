@@ -124,12 +124,12 @@ def test_every_variant_builds_and_its_meta_step_traces(variant, compilation_cach
 
 
 def test_feature_text_without_the_training_split_is_a_clear_error():
-  from mmfsl_jax.run.data import TextInfo
+  from mmfsl_jax.run.data import Encoding
   from mmfsl_jax.errors import ConfigError
   from mmfsl_jax.run.build import build_model
   config = bench.variant_config("maml_fused", TINY)
   with pytest.raises(ConfigError, match="training split"):
-    build_model(config, {"text": TextInfo("features", feature_dim=8)}, None)
+    build_model(config, {"text": Encoding("features", feature_dim=8)}, None)
 
 
 @pytest.mark.slow

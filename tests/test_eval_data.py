@@ -127,9 +127,9 @@ def test_cli_eval_with_data_and_column_flag(trained):
 
 def test_text_is_encoded_with_the_training_vocabulary():
   config = _config()
-  splits, text_info = run_data.prepare_splits(config)
+  splits, encoding = run_data.prepare_splits(config)
   raw = run_data.build_splits(config)["test"]
-  encoded = run_data.encode_text(raw, text_info)
+  encoded = run_data.encode_dataset(raw, encoding)
   ids, expected = encoded.examples["text"], splits["test"].examples["text"]
   assert ids.dtype == expected.dtype
   width = max(ids.shape[1], expected.shape[1])

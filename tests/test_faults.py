@@ -314,9 +314,9 @@ def fresh_state():
                                    effective_config, training_samplers)
   from mmfsl_jax.meta.step import init_train_state
   config = effective_config(run_config())
-  splits, text_info = prepare_splits(config)
+  splits, encoding = prepare_splits(config)
   train, _ = training_samplers(config, splits)
-  learner = build_learner(config, build_model(config, text_info, splits["train"]),
+  learner = build_learner(config, build_model(config, encoding, splits["train"]),
                           num_classes=splits["train"].num_classes)
   example = jax.tree_util.tree_map(lambda x: x[0], train.sample(0))
   return init_train_state(learner, build_optimizer(config), example, config.seed)

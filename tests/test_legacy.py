@@ -55,7 +55,9 @@ def test_every_old_key_has_a_home_and_no_two_share_one():
   # Keys added since the flat layout have no old name.
   added = {k for k in base_keys if k.startswith((
       "data.files.", "model.vector.", "learner.tip_adapter.", "learner.linear_probe.",
-      "learner.lp_plus_plus."))} | {"learner.support_loss_weight"}
+      "learner.lp_plus_plus."))} | {"learner.support_loss_weight"} | {
+      f"model.image.{k}" for k in ("pretrained", "input_size", "trainable", "finetune", "head")
+  } | {"model.text.head", "model.text.prompts"}
   assert set(targets) | grouped | added | {"seed", "smoke"} == base_keys
 
 
@@ -175,8 +177,8 @@ def test_protonet_checkpoints_of_the_first_params_layout_are_read_into_the_new_o
   saved = json.loads((workdir / "checkpoints" / "6" / "_CHECKPOINT_METADATA").read_text())
   assert "params_layout" not in saved["custom_metadata"] and PARAMS_LAYOUT == 2
   config = workdir_config(workdir)
-  splits, text_info = prepare_splits(config)
-  learner = build.build_learner(config, build.build_model(config, text_info, splits["train"]))
+  splits, encoding = prepare_splits(config)
+  learner = build.build_learner(config, build.build_model(config, encoding, splits["train"]))
   sampler = build.task_sampler(config, splits["test"], role="test", batch_size=1)
   example = jax.tree_util.tree_map(lambda x: x[0], sampler.sample(0))
   state = restore_for(workdir, learner, config, example)

@@ -149,12 +149,12 @@ def test_model_builder_feeds_token_ids_to_a_trainable_pretrained_encoder(minilm,
   (0 = padding) and the factory's encoder derives the attention mask from them."""
   import jax
   from mmfsl_jax.run import config as config_lib
-  from mmfsl_jax.run.data import TextInfo
+  from mmfsl_jax.run.data import Encoding
   from mmfsl_jax.run.build import _text_encoder
   config = config_lib.base_config()
   texts = ["a red striped circle that hums", "a star"]
   tokens = pt.tokenize(minilm, texts, max_length=8)
-  built = _text_encoder(config, TextInfo("ids", pretrained=minilm), None)
+  built = _text_encoder(config, Encoding("ids", pretrained=minilm), None)
   params = built.init(jax.random.PRNGKey(0), tokens["ids"])
   features = jax.jit(built.apply)(params, tokens["ids"])
   expected = jax.jit(encoder.apply)(params, tokens)

@@ -5,43 +5,18 @@ own outputs, preprocessing is the image processor's, jit = eager, vmapped = loop
 mistakes a user can make are named."""
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tiny_models import CLIP_MEAN, CLIP_STD, SIZE, TINY
+from tiny_models import save_processor as _processor
+from tiny_models import tiny_model as _tiny
+
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.nn.encoders.pretrained_vision import (load_pretrained_vision, preprocess,
                                                      pretrained_image_encoder, read_preprocessing)
-
-SIZE = 32
-TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
-
-def _tiny(model_type: str):
-  import transformers as tf
-  if model_type == "clip":
-    config = tf.CLIPConfig(text_config=dict(TINY, vocab_size=50, max_position_embeddings=8),
-                           vision_config=dict(TINY, image_size=SIZE, patch_size=8),
-                           projection_dim=8)
-    return tf.FlaxCLIPModel(config, seed=0)
-  if model_type == "vit":
-    return tf.FlaxViTModel(tf.ViTConfig(**TINY, image_size=SIZE, patch_size=8), seed=0)
-  if model_type == "dinov2":
-    return tf.FlaxDinov2Model(tf.Dinov2Config(**TINY, image_size=SIZE, patch_size=8), seed=0)
-  return tf.FlaxResNetModel(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16],
-                                            depths=[1, 1], layer_type="basic"), seed=0)
-
-
-def _processor(path, shortest=SIZE, crop=SIZE):
-  (path / "preprocessor_config.json").write_text(json.dumps({
-      "do_resize": True, "size": {"shortest_edge": shortest}, "do_center_crop": True,
-      "crop_size": {"height": crop, "width": crop}, "do_normalize": True,
-      "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "resample": 3,
-      "do_rescale": True, "rescale_factor": 1 / 255, "image_processor_type": "CLIPImageProcessor"}))
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from mmfsl_jax.meta.step import init_train_state, make_meta_step, resolve_task_c
 from mmfsl_jax.nn.encoders.conv_ops import resolve_impl
 from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.data import TextInfo
+from mmfsl_jax.run.data import Encoding
 from mmfsl_jax.run.faults import NonFiniteLossError
 from mmfsl_jax.run.sharding import replicate, shard_tasks
 
@@ -230,9 +230,9 @@ def _gflop_per_task(jaxpr, meta_batch: int) -> float | None:
 def build_variant(name: str, overrides: Sequence[str] = ()):
   """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
-  text_infos = ({"text": TextInfo("ids", vocab_size=VOCAB_SIZE)}
+  encodings = ({"text": Encoding("ids", vocab_size=VOCAB_SIZE)}
                 if "text" in config.data.modalities else {})
-  model = build.build_model(config, text_infos, None)
+  model = build.build_model(config, encodings, None)
   learner = build.build_learner(config, model)
   optimizer = build.build_optimizer(config)
   batch = jax.tree_util.tree_map(jnp.asarray, random_batch(config))

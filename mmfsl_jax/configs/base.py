@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.image = ml_collections.ConfigDict()
-  c.model.image.encoder = "conv4"           # conv4 | resnet12
+  c.model.image.encoder = "conv4"           # conv4 | resnet12 (from scratch) | pretrained
   c.model.image.channels = 32               # conv4's filters per layer
   c.model.image.resnet_channels = (64, 160, 320, 640)
   c.model.image.conv_impl = "auto"  # convolutions as patch matmuls (matmul: fast on CPUs) or
@@ -72,10 +72,24 @@ def base_config() -> ml_collections.ConfigDict:
   #                                   it, as PyTorch's MaxPool2d: 1x1x64); needs 16+ pixels
   c.model.image.init = "lecun_normal"  # lecun_normal (Flax's nn.Conv) | torch (PyTorch's
   #                                      Conv2d: kernel and bias U(+-1/sqrt(fan_in)))
+  c.model.image.pretrained = "efficientnet_lite0"  # encoder=pretrained: efficientnet_lite0
+  #                                   (the packaged ImageNet weights, offline), its checkpoint
+  #                                   file, or a Hugging Face CLIP, ViT, DINOv2 or ResNet
+  #                                   directory (or model id, online)
+  c.model.image.input_size = 0      # pretrained: the side images are resized to (0: the model's)
+  c.model.image.trainable = False   # pretrained: fine-tune it in the meta-step, or (False)
+  #                                   compute its frozen features once per image and cache them
+  c.model.image.finetune = ""       # trainable: regex over the weights' paths fine-tuned ("" = all)
+  c.model.image.head = "standardize"  # frozen features: standardize (meta-train statistics) |
+  #                                     none (as they are: keeps a shared space such as CLIP's)
   c.model.text = ml_collections.ConfigDict()
   c.model.text.encoder = "bow"      # bow | gru (trainable, word ids) | pretrained (transformers)
   c.model.text.pretrained = "minilm"  # encoder=pretrained: a directory or model id
   c.model.text.trainable = False    # pretrained: fine-tune it, or cache its frozen features
+  c.model.text.head = "mlp"         # frozen features: mlp (standardised, then an MLP to dim) |
+  #                                   standardize | none (as they are: CLIP's shared space)
+  c.model.text.prompts = ()         # frozen features: templates for class-level text, averaged
+  #                                   as CLIP does, e.g. ("a photo of a {}.", "a drawing of a {}.")
   c.model.text.dim = 64
   c.model.text.max_length = 32
   c.model.vector = ml_collections.ConfigDict()   # vector modalities (data.name=files):

@@ -33,13 +33,15 @@ from mmfsl_jax.nn import align, fuse
 from mmfsl_jax.nn.encoders import conv_ops
 from mmfsl_jax.nn.encoders.image import conv4, resnet12
 from mmfsl_jax.nn.encoders.text import token_text_encoder
-from mmfsl_jax.nn.encoders.vector import fit_standardizer, vector_encoder
+from mmfsl_jax.nn.encoders.vector import fit_standardizer, standardizer, vector_encoder
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.data import (DATASET_INFO, TextInfo, dataset_image_size, file_columns,
+from mmfsl_jax.run.data import (DATASET_INFO, Encoding, dataset_image_size, file_columns,
                                 train_augmentation)
 
 MODALITIES = ("image", "text")
-IMAGE_ENCODERS = ("conv4", "resnet12")
+IMAGE_ENCODERS = ("conv4", "resnet12", "pretrained")
+IMAGE_HEADS = ("standardize", "none")       # over a frozen backbone's features
+TEXT_HEADS = ("mlp", "standardize", "none")  # over a frozen text model's features
 TEXT_ENCODERS = ("bow", "gru", "pretrained")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "cosine")
@@ -56,6 +58,8 @@ CHOICES = {
     "model.image.conv_impl": conv_ops.IMPLS,
     "model.image.pool": conv_ops.POOL_MODES,
     "model.image.init": conv_ops.INITS,
+    "model.image.head": IMAGE_HEADS,
+    "model.text.head": TEXT_HEADS,
     "model.text.encoder": TEXT_ENCODERS,
     "model.fuser": fuse.FUSERS,
     "learner.name": tuple(METHODS),
@@ -147,13 +151,55 @@ def _check_model(config, mods) -> None:
   if model.fuser == "gated" and len(mods) == 2 and modality_kind(mods[1]) != "text":
     raise ConfigError("the gated fuser takes its gate from text: list data.modalities as "
                       "('image', 'text')")
+  _check_pretrained(config, mods)
   image_size = dataset_image_size(config)
   pools = 4 if model.image.encoder == "conv4" else len(model.image.resnet_channels)
   has_images = any(modality_kind(m) == "image" for m in mods)
-  if model.image.pool == "floor" and has_images and 0 < image_size < 2 ** pools:
+  from_scratch = model.image.encoder != "pretrained"
+  if (from_scratch and model.image.pool == "floor" and has_images
+      and 0 < image_size < 2 ** pools):
     raise ConfigError(f"model.image.pool='floor' halves the image {pools} times, rounding "
                       f"down: images of {image_size} pixels vanish before the last block; use "
                       f"images of at least {2 ** pools} pixels or model.image.pool='same'")
+
+
+def _check_pretrained(config, mods) -> None:
+  """The pretrained encoders' settings that no loader sees before the data are read."""
+  image, text = config.model.image, config.model.text
+  if image.encoder != "pretrained" and (image.trainable or image.finetune or image.input_size):
+    set_ = [f"model.image.{k}" for k in ("trainable", "finetune", "input_size") if image[k]]
+    raise ConfigError(f"{', '.join(set_)} apply to model.image.encoder=pretrained, not "
+                      f"{image.encoder!r}")
+  if image.input_size < 0:
+    raise ConfigError(f"model.image.input_size must be 0 (the model's own) or positive, got "
+                      f"{image.input_size}")
+  if image.finetune and not image.trainable:
+    raise ConfigError("model.image.finetune chooses the backbone weights that are fine-tuned: "
+                      "it needs model.image.trainable=True")
+  if image.finetune:
+    import re
+    try:
+      re.compile(image.finetune)
+    except re.error as error:
+      raise ConfigError(f"model.image.finetune={image.finetune!r} is not a regex: "
+                        f"{error}") from None
+  frozen = image.encoder == "pretrained" and not image.trainable
+  if frozen and config.data.augment not in ("auto", "none"):
+    raise ConfigError(f"data.augment={config.data.augment!r} changes the images every step, but "
+                      f"a frozen pretrained backbone reads each image once (its features are "
+                      f"cached): use data.augment=none, or model.image.trainable=True")
+  prompts = tuple(text.prompts)
+  if prompts and (text.encoder != "pretrained" or text.trainable):
+    raise ConfigError("model.text.prompts are averaged over a frozen pretrained text model's "
+                      "features: they need model.text.encoder=pretrained and "
+                      "model.text.trainable=False")
+  bad = [p for p in prompts if str(p).count("{}") != 1]
+  if bad:
+    raise ConfigError(f"model.text.prompts {bad}: each template holds the class text once, as "
+                      f"{{}} (e.g. \"a photo of a {{}}.\")")
+  if prompts and "text" not in mods:
+    raise ConfigError(f"model.text.prompts apply to class text: data.modalities={mods} has no "
+                      f"'text'")
 
 
 def _check_learner(config, mods) -> None:
@@ -334,46 +380,72 @@ def training_samplers(config, splits) -> tuple:
 # Model, learner, optimiser
 
 
-def _standardized_mlp(train_split, modality: str, hidden, out_dim: int) -> Component:
+def _standardizer_statistics(train_split, modality: str):
   if train_split is None:
-    raise ConfigError(f"the vector modality {modality!r} needs the training split (its "
-                      f"features are standardised with the training statistics)")
-  mean, std = fit_standardizer(train_split.examples[modality])
+    raise ConfigError(f"the modality {modality!r} needs the training split (its features are "
+                      f"standardised with the training statistics)")
+  return fit_standardizer(train_split.examples[modality])
+
+
+def _standardized_mlp(train_split, modality: str, hidden, out_dim: int) -> Component:
+  mean, std = _standardizer_statistics(train_split, modality)
   return vector_encoder(mean, std, hidden=tuple(hidden), out_dim=out_dim)
 
 
-def _text_encoder(config, text_info: TextInfo, train_split, modality: str = "text") -> Component:
+def _feature_head(train_split, modality: str, head: str, hidden=(), out_dim: int = 0
+                  ) -> Component:
+  """The encoder over a frozen model's features: as they are ("none"), standardised with
+  the training statistics ("standardize"), or then an MLP ("mlp")."""
+  if head == "none":
+    return standardizer()
+  if head == "standardize":
+    return standardizer(*_standardizer_statistics(train_split, modality))
+  return _standardized_mlp(train_split, modality, hidden, out_dim)
+
+
+def _text_encoder(config, encoding: Encoding, train_split, modality: str = "text") -> Component:
   text = config.model.text
-  if text_info.kind == "features":
-    return _standardized_mlp(train_split, modality, (2 * text.dim,), text.dim)
-  if text_info.pretrained is not None:
+  if encoding.kind == "features":
+    return _feature_head(train_split, modality, text.head, (2 * text.dim,), text.dim)
+  if encoding.pretrained is not None:
     from mmfsl_jax.nn.encoders.pretrained_text import pretrained_text_encoder
-    encoder = pretrained_text_encoder(text_info.pretrained)
+    encoder = pretrained_text_encoder(encoding.pretrained)
 
     def apply(params, ids, *, train=False, key=None):
       return encoder.apply(params, {"ids": ids, "mask": (ids > 0).astype("int32")},
                            train=train, key=key)
     return Component(encoder.init, apply)
-  return token_text_encoder(text_info.vocab_size, text.dim,
+  return token_text_encoder(encoding.vocab_size, text.dim,
                             "mean" if text.encoder == "bow" else "gru")
 
 
-def build_model(config, text_infos: dict[str, TextInfo], train_split=None) -> MultimodalModel:
+def _image_encoder(config, encoding: Encoding | None, train_split, modality: str) -> Component:
+  image = config.model.image
+  if encoding is not None:        # a frozen backbone's cached features
+    return _feature_head(train_split, modality, image.head)
+  if image.encoder == "pretrained":
+    from mmfsl_jax.nn.encoders.image_backbones import backbone_encoder
+    from mmfsl_jax.run.image_features import image_backbone
+    return backbone_encoder(image_backbone(config), trainable=bool(image.trainable),
+                            finetune=str(image.finetune))
+  options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
+  return (conv4(image.channels, **options) if image.encoder == "conv4"
+          else resnet12(tuple(image.resnet_channels), **options))
+
+
+def build_model(config, encodings: dict[str, Encoding], train_split=None) -> MultimodalModel:
   """The model section as a MultimodalModel over data.modalities, one encoder each by its
-  kind (image: model.image; text: model.text, from `text_infos[modality]`, what
-  `run.data.prepare_splits` gives; vector: model.vector). `train_split` is read only by
-  vector and precomputed-feature text modalities (for their statistics)."""
+  kind (image: model.image; text: model.text; both from `encodings[modality]` where one
+  encoded them, what `run.data.prepare_splits` gives; vector: model.vector). `train_split`
+  is read only by vector and precomputed-feature modalities (for their statistics)."""
   model, mods = config.model, tuple(config.data.modalities)
   encoders = {}
   for m in mods:
     kind = modality_kind(m)
     if kind == "image":
-      image = model.image
-      options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
-      encoders[m] = (conv4(image.channels, **options) if image.encoder == "conv4"
-                     else resnet12(tuple(image.resnet_channels), **options))
+      encoders[m] = _image_encoder(config, encodings.get(m), train_split, m)
     elif kind == "text":
-      encoders[m] = _text_encoder(config, text_infos[m], train_split, m)
+      encoders[m] = _text_encoder(config, encodings[m], train_split, m)
     else:
       encoders[m] = _standardized_mlp(train_split, m, model.vector.hidden, model.vector.dim)
   aligner = align.projections(mods, model.embed_dim, tuple(model.projection_hidden))

@@ -9,6 +9,9 @@ data/sources/tfds.py), and "files": your own data, a manifest file or an ImageFo
 read). `data.image_size` 0 means the dataset's own size. Omniglot is image only: asking it
 for 'text' is an error before anything is loaded.
 
+Images stay images, except with a frozen pretrained backbone (`model.image.encoder=pretrained`):
+then they become its cached features [n, D] (run/image_features.py).
+
 Raw text (object arrays of strings) becomes, by `model.text.encoder`:
 - "bow" / "gru": word ids [n, L] from a vocabulary of the meta-train split;
 - "pretrained", frozen: cached features [n, D] of the pretrained model (computed once per
@@ -33,15 +36,22 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass
-class TextInfo:
-  """What the model builder needs to know about the text arrays."""
+class Encoding:
+  """How a modality's raw data became the arrays the model reads (text always; images with a
+  frozen pretrained backbone, run/image_features.py), and what the model builder needs to
+  know of those arrays."""
   kind: str                      # "ids" or "features"
   vocab_size: int = 0
   feature_dim: int = 0
-  pretrained: Any = None         # a PretrainedText when model.text.encoder == "pretrained"
-  # raw texts (a list of strings) -> those arrays, as built from the meta-train split (its
-  # vocabulary); `encode_text` applies it to a dataset the run did not see
+  pretrained: Any = None         # a PretrainedText or ImageBackbone, where one encodes
+  # raw texts (a list of strings) or images [n, H, W, C] -> those arrays, as built from the
+  # meta-train split (its vocabulary); `encode_dataset` applies it to data the run did not see
   encode: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+  # class-level texts -> arrays, where they are encoded otherwise (prompt templates)
+  encode_class: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+
+  def encode_classes(self, texts):
+    return (self.encode_class or self.encode)(texts)
 
 
 # dataset -> (modalities it has, image channels, default image size, default augmentation)
@@ -102,9 +112,12 @@ def dataset_image_size(config) -> int:
 
 
 def train_augmentation(config) -> str:
-  """data.augment with "auto" replaced by the dataset's default ("none" or "crop_flip")."""
+  """data.augment with "auto" replaced by the dataset's default ("none" or "crop_flip"), and
+  by "none" where images become a frozen backbone's features (computed once, unaugmented)."""
+  image = config.model.image
   if config.data.augment == "auto":
-    return _dataset_info(config.data.name)[3]
+    frozen = image.encoder == "pretrained" and not image.trainable
+    return "none" if frozen else _dataset_info(config.data.name)[3]
   return config.data.augment
 
 
@@ -191,13 +204,13 @@ def build_splits(config) -> dict[str, ClassDataset]:
   return tfds_splits(data.name, data_dir=data_dir, image_size=image_size)
 
 
-def _map_text(splits, modality: str, fn):
+def _map_text(splits, modality: str, info: Encoding):
   out = {}
   for name, ds in splits.items():
     class_text = ds.class_texts.get(modality)
     out[name] = ds.with_modality(
-        modality, fn(list(ds.examples[modality])),
-        None if class_text is None else fn(list(class_text)))
+        modality, info.encode(list(ds.examples[modality])),
+        None if class_text is None else info.encode_classes(list(class_text)))
   return out
 
 
@@ -214,8 +227,8 @@ def _pad_to_same_length(splits, modality: str):
 
 
 def text_mapping(train: ClassDataset, config, modality: str = "text", *,
-                 pretrained=None) -> TextInfo:
-  """The TextInfo of the config's text encoder for the text `modality`; its `encode` turns
+                 pretrained=None) -> Encoding:
+  """The Encoding of the config's text encoder for the text `modality`; its `encode` turns
   raw texts into the arrays the model reads, built from the meta-train split `train` (the
   bow/gru vocabulary of that modality's texts). `pretrained`: the loaded PretrainedText,
   where the caller has it."""
@@ -223,37 +236,46 @@ def text_mapping(train: ClassDataset, config, modality: str = "text", *,
   max_length = text.max_length
   if text.encoder in ("bow", "gru"):
     vocab = WordVocabulary.build(train.examples[modality])
-    return TextInfo("ids", vocab_size=vocab.size,
+    return Encoding("ids", vocab_size=vocab.size,
                     encode=lambda texts: vocab.encode(texts, max_length))
-  from mmfsl_jax.nn.encoders.pretrained_text import TextFeatureCache, load_pretrained_text, tokenize
+  from mmfsl_jax.nn.encoders.pretrained_text import (TextFeatureCache, load_pretrained_text,
+                                                     prompt_ensemble, tokenize)
   pretrained = pretrained or load_pretrained_text(text.pretrained)
   if text.trainable:
-    return TextInfo("ids", pretrained=pretrained,
+    return Encoding("ids", pretrained=pretrained,
                     encode=lambda texts: tokenize(pretrained, texts, max_length)["ids"])
-  return TextInfo("features", feature_dim=pretrained.dim, pretrained=pretrained,
-                  encode=TextFeatureCache(pretrained, max_length=max_length))
+  cache = TextFeatureCache(pretrained, max_length=max_length)
+  templates = tuple(str(t) for t in text.prompts)
+  return Encoding("features", feature_dim=pretrained.dim, pretrained=pretrained, encode=cache,
+                  encode_class=(lambda texts: prompt_ensemble(cache, texts, templates))
+                  if templates else None)
 
 
-def _encode_modality(splits, modality: str, info: TextInfo):
-  out = _map_text(splits, modality, info.encode)
+def _encode_modality(splits, modality: str, info: Encoding):
+  out = _map_text(splits, modality, info)
   return out if info.kind == "features" else _pad_to_same_length(out, modality)
 
 
-def encode_text(dataset: ClassDataset, text_infos: dict[str, TextInfo]) -> ClassDataset:
-  """`dataset` (raw text) with each text modality of `text_infos` that it has encoded, as
-  `prepare_text` encodes a run's splits (ids padded to one length over its examples and
-  class texts)."""
+def encode_dataset(dataset: ClassDataset, encodings: dict[str, Encoding]) -> ClassDataset:
+  """`dataset` (raw text and images) with each modality of `encodings` that it has encoded,
+  as `prepare_splits` encodes a run's splits (text ids padded to one length over its
+  examples and class texts; images as a frozen backbone's features)."""
   out = {"data": dataset}
-  for modality, info in text_infos.items():
-    if modality in dataset.examples:
+  for modality, info in encodings.items():
+    if modality not in dataset.examples:
+      continue
+    if kind_of(modality) == "image":
+      out = {"data": out["data"].with_modality(
+          modality, info.encode(out["data"].examples[modality]))}
+    else:
       out = _encode_modality(out, modality, info)
   return out["data"]
 
 
 def prepare_text(splits: dict[str, ClassDataset],
-                 config) -> tuple[dict[str, ClassDataset], dict[str, TextInfo]]:
+                 config) -> tuple[dict[str, ClassDataset], dict[str, Encoding]]:
   """The splits with the text modalities of data.modalities encoded (and the text the
-  config does not ask for dropped), and each one's TextInfo ({} without text)."""
+  config does not ask for dropped), and each one's Encoding ({} without text)."""
   wanted = tuple(config.data.modalities)
   unwanted = lambda m: kind_of(m) == "text" and m not in wanted
   splits = {n: ds.replace(examples={m: a for m, a in ds.examples.items() if not unwanted(m)},
@@ -272,15 +294,19 @@ def prepare_text(splits: dict[str, ClassDataset],
   return splits, infos
 
 
-def prepare_splits(config) -> tuple[dict[str, ClassDataset], dict[str, TextInfo]]:
-  """The config's dataset with only its modalities, text turned into arrays."""
+def prepare_splits(config) -> tuple[dict[str, ClassDataset], dict[str, Encoding]]:
+  """The config's dataset with only its modalities, text turned into arrays (and images into
+  features where a frozen pretrained backbone reads them), and each encoded modality's
+  Encoding."""
+  from mmfsl_jax.run.image_features import prepare_images
   splits = build_splits(config)
-  splits, text_info = prepare_text(splits, config)
+  splits, encodings = prepare_text(splits, config)
   keep = tuple(config.data.modalities)
   splits = {n: ds.replace(examples={m: ds.examples[m] for m in keep if m in ds.examples},
                           class_texts={m: a for m, a in ds.class_texts.items() if m in keep})
             for n, ds in splits.items()}
-  return splits, text_info
+  splits, image_encodings = prepare_images(splits, config)
+  return splits, {**encodings, **image_encodings}
 
 
 def export_data(config, directory) -> tuple[str, list[str]]:

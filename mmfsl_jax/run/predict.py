@@ -17,7 +17,8 @@ support embedded with those same modalities, so that query and prototypes (or th
 head's inputs) are the same function of the same inputs. Queries with the same modalities
 form one task.
 
-Images are read at the model's image size as its training data were; text is encoded as the
+Images are read at the model's image size as its training data were (and, with a frozen
+pretrained backbone, become its features as they did); text is encoded as the
 training run encoded it (its vocabulary or pretrained tokenizer, run/data.py's
 `text_mapping`, which reads the training split for a word vocabulary or for the statistics of
 frozen features). Batch norm: with `batch_norm="trained"` (as in training) a task's
@@ -48,6 +49,7 @@ from mmfsl_jax.run import build
 from mmfsl_jax.run import data as run_data
 from mmfsl_jax.run.evaluators.episodic import (check_manifest_model, make_batched_predict,
                                                manifest_columns, read_manifest_for)
+from mmfsl_jax.run.image_features import uses_frozen_features
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.workdir import require_checkpoint, restore_for
 
@@ -86,22 +88,24 @@ class Trained:
   learner: object
   params: dict
   moments: dict | None
-  text_infos: dict[str, run_data.TextInfo]
+  encodings: dict[str, run_data.Encoding]
 
 
-def _example_task(config, text_infos, train, n_way: int) -> dict:
+def _example_task(config, encodings, train, n_way: int) -> dict:
   """A task of one example per class with zeros (empty texts) for every modality, and for
   am3 its class texts: the shapes the learner's parameters are initialised (and so restored)
   from."""
   inputs = {}
   for m in config.data.modalities:
     kind = modality_kind(m)
-    if kind == "image":
+    if kind == "image" and m in encodings:     # a frozen backbone's features
+      inputs[m] = np.zeros((n_way, encodings[m].feature_dim), np.float32)
+    elif kind == "image":
       size = run_data.dataset_image_size(config)
       channels = run_data.image_channels(config)
       inputs[m] = np.zeros((n_way, size, size, channels), np.float32)
     elif kind == "text":
-      inputs[m] = text_infos[m].encode([""] * n_way)
+      inputs[m] = encodings[m].encode([""] * n_way)
     else:
       inputs[m] = np.zeros((n_way, train.examples[m].shape[1]), np.float32)
   labels = np.arange(n_way, dtype=np.int32)
@@ -116,27 +120,32 @@ def load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
   """The workdir's best checkpoint as a learner for `n_way`-way tasks, with what reading
   new examples needs: the training run's text mapping, test-time batch-norm moments."""
   needs_training_data = (any(modality_kind(m) != "image" for m in config.data.modalities)
-                         or batch_norm == "population" or config.learner.name == "baselinepp")
-  splits, text_infos = run_data.prepare_splits(config) if needs_training_data else ({}, {})
+                         or batch_norm == "population" or config.learner.name == "baselinepp"
+                         or uses_frozen_features(config))   # the features' statistics
+  splits, encodings = run_data.prepare_splits(config) if needs_training_data else ({}, {})
   train = splits.get("train")
-  model = build.build_model(config, text_infos, train)
+  model = build.build_model(config, encodings, train)
   learner = build.build_learner(config, model, n_way=n_way, for_eval=True,
                                 num_classes=None if train is None else train.num_classes)
   state = restore_for(workdir, learner, config,
-                      _example_task(config, text_infos, train, n_way))
+                      _example_task(config, encodings, train, n_way))
   moments, _ = test_time_moments(batch_norm, population_batches, config, model, state.params,
                                  train, seed)
-  return Trained(config, model, learner, state.params, moments, text_infos)
+  return Trained(config, model, learner, state.params, moments, encodings)
 
 
-def _encode_texts(text_infos, *inputs: dict) -> list[dict]:
-  """Each dict of modality arrays with its raw texts encoded (the text modalities of
-  `text_infos`), all of one modality in one call (word ids padded to one length)."""
+def _encode_inputs(encodings, *inputs: dict) -> list[dict]:
+  """Each dict of modality arrays with its raw texts (and, with a frozen backbone, its
+  images) encoded (the modalities of `encodings`), all of one modality in one call (word ids
+  padded to one length)."""
   out = [dict(arrays) for arrays in inputs]
-  for m, info in text_infos.items():
-    texts = [arrays[m] for arrays in inputs]
-    encoded = info.encode([str(t) for group in texts for t in group])
-    parts = np.split(np.asarray(encoded), np.cumsum([len(t) for t in texts])[:-1])
+  for m, info in encodings.items():
+    groups = [arrays[m] for arrays in inputs]
+    if modality_kind(m) == "image":
+      encoded = info.encode(np.concatenate([np.asarray(g, np.float32) for g in groups]))
+    else:
+      encoded = info.encode([str(t) for group in groups for t in group])
+    parts = np.split(np.asarray(encoded), np.cumsum([len(g) for g in groups])[:-1])
     for arrays, part in zip(out, parts):
       arrays[m] = part
   return out
@@ -175,7 +184,7 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
   rows = _query_rows(config, queries, columns)
   trained = load_trained(workdir, config, n_way=n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
-  support_inputs, query_inputs = _encode_texts(trained.text_infos, support_set.examples,
+  support_inputs, query_inputs = _encode_inputs(trained.encodings, support_set.examples,
                                                rows.examples)
 
   predict_tasks = make_batched_predict(trained.learner, config.run.task_chunk, trained.moments)
@@ -218,7 +227,7 @@ def embed(workdir, examples, *, image_column: str | None = None, text_column: st
   rows = _query_rows(config, examples, columns)
   trained = load_trained(workdir, config, n_way=config.task.n_way, batch_norm=batch_norm,
                           population_batches=population_batches, seed=seed)
-  inputs = _encode_texts(trained.text_infos, rows.examples)[0]
+  inputs = _encode_inputs(trained.encodings, rows.examples)[0]
 
   moments = trained.moments
 

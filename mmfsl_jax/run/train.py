@@ -45,6 +45,7 @@ from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run import legacy
 from mmfsl_jax.run.checkpoint import Checkpoints, state_bytes
 from mmfsl_jax.run.data import prepare_splits
+from mmfsl_jax.run.image_features import feature_cache_report
 from mmfsl_jax.run.evaluators.episodic import evaluate_episodes, make_batched_predict
 from mmfsl_jax.run.faults import (DiskSpaceError, NonFiniteLossError, StopSignals, TrainingStopped,
                                   check_free_space, describe_nonfinite, is_disk_full)
@@ -202,9 +203,12 @@ class _Run:
 
 
 def _set_up(config, workdir: Path) -> _Run:
-  splits, text_infos = prepare_splits(config)
+  splits, encodings = prepare_splits(config)
+  report = feature_cache_report(encodings)
+  if report and is_primary():
+    tqdm.write(report)
   train_sampler, val_sampler = build.training_samplers(config, splits)
-  model = build.build_model(config, text_infos, splits["train"])
+  model = build.build_model(config, encodings, splits["train"])
   num_classes = splits["train"].num_classes
   learner = build.build_learner(config, model, num_classes=num_classes)
   eval_learner = build.build_learner(config, model, n_way=build.evaluation_shape(config)[0],

@@ -55,6 +55,8 @@ class PretrainedVision(NamedTuple):
   dim: int
   preprocessing: Preprocessing
   name: str
+  fixed_size: int | None = None   # the only input side its position embeddings take (ViT, CLIP)
+  patch_size: int = 1             # a transformer's patch side (inputs are multiples of it)
 
 
 def read_preprocessing(path: str) -> Preprocessing:
@@ -129,6 +131,17 @@ def _features(model_type: str):
   return {"clip": clip, "vit": vit, "dinov2": dinov2, "resnet": resnet}[model_type]
 
 
+def _input_sizes(model_settings) -> tuple[int | None, int]:
+  """(the fixed input side or None, the patch side) of a transformers model's settings:
+  Flax ViT and CLIP do not interpolate their position embeddings; DINOv2 does."""
+  if model_settings.model_type == "resnet":
+    return None, 1
+  vision = (model_settings.vision_config if model_settings.model_type == "clip"
+            else model_settings)
+  fixed = None if model_settings.model_type == "dinov2" else int(vision.image_size)
+  return fixed, int(vision.patch_size)
+
+
 def _dim(model_settings) -> int:
   """The feature size of a transformers model's settings (its PretrainedConfig)."""
   if model_settings.model_type == "clip":
@@ -165,12 +178,13 @@ def load_pretrained_vision(name_or_path: str, *, local_files_only: bool = False
                       f"are {', '.join(MODEL_TYPES)}")
     model = FlaxAutoModel.from_pretrained(path, from_pt=from_pt)
   return PretrainedVision(model.module, model.params, settings.model_type, _dim(settings),
-                          read_preprocessing(path), name)
+                          read_preprocessing(path), name, *_input_sizes(settings))
 
 
-def pretrained_image_encoder(vision: PretrainedVision) -> Component:
-  """The model as a frozen Component: images [B, H, W, 3] in [0, 1] -> [B, vision.dim]; no
-  gradient reaches its weights (module docstring for the features)."""
+def pretrained_image_encoder(vision: PretrainedVision, *, frozen: bool = True) -> Component:
+  """The model as a Component: images [B, H, W, 3] in [0, 1] -> [B, vision.dim] (module
+  docstring for the features). `frozen`: no gradient reaches its weights; else all of them
+  but stored batch-norm statistics (ResNet's, which inference reads) get gradients."""
   features = _features(vision.model_type)
 
   def init(key=None, example_inputs=None):
@@ -178,9 +192,13 @@ def pretrained_image_encoder(vision: PretrainedVision) -> Component:
 
   def apply(params, images, *, train=False, key=None):
     pixels = preprocess(jnp.asarray(images, jnp.float32), vision.preprocessing)
-    params = jax.lax.stop_gradient(params)
+    if frozen:
+      params = jax.lax.stop_gradient(params)
     # ResNet's weights come with its batch-norm statistics: {"params", "batch_stats"}
-    variables = params if "batch_stats" in params else {"params": params}
+    if "batch_stats" in params:
+      variables = {**params, "batch_stats": jax.lax.stop_gradient(params["batch_stats"])}
+    else:
+      variables = {"params": params}
     return vision.module.apply(variables, pixels, method=features)
 
   return Component(init, apply)

@@ -42,3 +42,24 @@ def vector_encoder(mean: np.ndarray, std: np.ndarray, hidden: Sequence[int] = (1
     raise ValueError(f"mean and std must both be [F]; got {mean.shape} and {std.shape}")
   return from_linen(VectorMLP(mean=tuple(mean.tolist()), std=tuple(std.tolist()),
                               hidden=tuple(hidden), out_dim=out_dim))
+
+
+def standardizer(mean: np.ndarray | None = None, std: np.ndarray | None = None) -> Component:
+  """Features [n, F] standardised with the fixed `mean` and `std` [F] (None: passed as they
+  are), with no parameters: for frozen pretrained features whose space a projection (or, for
+  a shared image-text space such as CLIP's, nothing) maps on."""
+  if (mean is None) != (std is None):
+    raise ValueError("give both mean and std, or neither")
+  if mean is not None:
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if mean.shape != std.shape or mean.ndim != 1:
+      raise ValueError(f"mean and std must both be [F]; got {mean.shape} and {std.shape}")
+
+  def init(key=None, example_inputs=None):
+    return {}
+
+  def apply(params, x, *, train=False, key=None):
+    x = jnp.asarray(x, jnp.float32)
+    return x if mean is None else (x - mean) / std
+
+  return Component(init, apply)

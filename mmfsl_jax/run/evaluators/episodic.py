@@ -19,7 +19,7 @@ from mmfsl_jax.meta.registry import METHODS
 from mmfsl_jax.meta.step import resolve_task_chunk
 from mmfsl_jax.nn.encoders.batch_norm import Moments, fixed_batch_moments
 from mmfsl_jax.run import build
-from mmfsl_jax.run.data import (dataset_image_size, encode_text, file_columns,
+from mmfsl_jax.run.data import (dataset_image_size, encode_dataset, file_columns,
                                 manifest_image_reading, prepare_splits)
 from mmfsl_jax.run.evaluators.metrics import episode_metrics, summarise
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
@@ -100,7 +100,7 @@ def read_manifest_for(config, data, columns: dict) -> ClassDataset:
   reads (the caller has run `check_manifest_model`): its modalities (the columns
   `manifest_columns` chose), images decoded at the model's image size as its training
   images were (`run.data.manifest_image_reading`: an Omniglot model's as ink), text still
-  raw (`run.data.encode_text` encodes it)."""
+  raw (`run.data.encode_dataset` encodes it)."""
   from mmfsl_jax.data.sources.files import files_dataset
   return files_dataset(data, **columns, image_size=dataset_image_size(config),
                        modalities=tuple(config.data.modalities),
@@ -129,7 +129,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
 
   `data` (a manifest file or ImageFolder, as data.name=files reads them) scores the model
   on tasks drawn from all of its classes instead (cross-domain evaluation), preprocessed as
-  the training data were (`read_manifest_for`, `run.data.encode_text`); `image_column`,
+  the training data were (`read_manifest_for`, `run.data.encode_dataset`); `image_column`,
   `text_column`, `label_column` and `columns` (modality -> column) name its columns. The
   settings then record it as "data".
   """
@@ -168,16 +168,16 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   t0 = time.time()
   manifest = (None if data is None else
               read_manifest_for(config, data, manifest_columns(config, **given)))
-  splits, text_infos = prepare_splits(config)
+  splits, encodings = prepare_splits(config)
   if manifest is not None:
     # encoded as the training run encoded its text: the vocabulary of its training split,
     # the pretrained tokenizer or frozen features
-    manifest = encode_text(manifest, text_infos)
+    manifest = encode_dataset(manifest, encodings)
   elif manifest is None and split not in splits:
     hint = ("; an Omniglot model trained without test alphabets is scored with --benchmark "
             "omniglot-runs" if config.data.name == "omniglot" else "")
     raise UserError(f"the run's data has no {split} split (its config leaves it out){hint}")
-  model = build.build_model(config, text_infos, splits["train"])
+  model = build.build_model(config, encodings, splits["train"])
   learner = build.build_learner(config, model, n_way=eval_way, for_eval=True,
                                 num_classes=splits["train"].num_classes)
   test = build.task_sampler(

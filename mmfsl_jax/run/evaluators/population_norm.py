@@ -55,8 +55,10 @@ def estimate_population_moments(model: MultimodalModel, params: dict, sampler: E
       sums[0] = sums[0] + np.asarray(mean, np.float64)
       sums[1] = sums[1] + np.asarray(var, np.float64)
   if not totals:
-    raise UserError("the model's image encoder has no batch norm layers: there are no "
-                    "moments to estimate")
+    raise UserError("the model's image encoder has no batch norm layers (a frozen pretrained "
+                    "backbone's features, for one, are read as they are): there are no "
+                    "moments to estimate, and the batch-norm mode changes nothing; use "
+                    "batch_norm='trained'")
   return {path: (jnp.asarray(m / num_batches, jnp.float32), jnp.asarray(v / num_batches,
                                                                        jnp.float32))
           for path, (m, v) in totals.items()}

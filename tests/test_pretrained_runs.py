@@ -1,0 +1,206 @@
+"""Pretrained image backbones in runs (`model.image.encoder=pretrained`, run/image_features.py):
+frozen features replace the images once (then read from the disk cache), every method trains
+on them, predict reads new images through the same backbone, a fine-tuned backbone changes
+only the weights chosen, and CLIP's two towers with `model.embed_dim=0` are CLIP zero-shot
+(with prompt templates averaged), checked against transformers' own calls."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_models import save_tiny
+
+from mmfsl_jax.errors import ConfigError, UserError
+from mmfsl_jax.meta.step import init_train_state, make_meta_step
+from mmfsl_jax.run import build
+from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run import data as run_data
+from mmfsl_jax.run import image_features
+from mmfsl_jax.run.evaluators.episodic import evaluate_workdir
+from mmfsl_jax.run.predict import predict
+from mmfsl_jax.run.train import train_and_evaluate
+
+LITE = ["model.image.encoder=pretrained", "model.image.input_size=32"]
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+
+
+def _config(*overrides):
+  config = config_lib.load_config("tiny")
+  config_lib.apply_overrides(config, [*LITE, *overrides])
+  return build.effective_config(config)
+
+
+def test_frozen_features_replace_the_images_and_come_back_from_the_disk_cache(tmp_path):
+  config = _config()
+  raw = run_data.build_splits(config)
+  splits, encodings = run_data.prepare_splits(config)
+  assert set(encodings) == {"text", "image"} and encodings["image"].feature_dim == 1280
+  for name, ds in splits.items():
+    assert ds.examples["image"].shape == (raw[name].num_examples, 1280)
+  backbone = image_features.image_backbone(config)
+  direct = backbone.apply(backbone.params, jnp.asarray(raw["test"].examples["image"][:3]))
+  np.testing.assert_allclose(splits["test"].examples["image"][:3], direct, rtol=1e-4, atol=1e-4)
+  total = sum(ds.num_examples for ds in raw.values())
+  first = image_features.feature_cache_report(encodings)
+  assert f"{total} images through the backbone, 0 read from the disk cache" in first
+  assert len(list((tmp_path / "xdg_cache" / "mmfsl_jax").glob("image_features_*.npz"))) == 1
+
+  again, encodings = run_data.prepare_splits(config)
+  assert (f"0 images through the backbone, {total} read from the disk cache"
+          in image_features.feature_cache_report(encodings))
+  for name in splits:
+    np.testing.assert_array_equal(again[name].examples["image"], splits[name].examples["image"])
+  assert run_data.train_augmentation(config) == "none"   # features are computed unaugmented
+
+
+@pytest.mark.parametrize("learner", ["anil", "lp_plus_plus"])
+def test_the_methods_train_on_frozen_features(learner):
+  config = _config(f"learner.name={learner}", "task.meta_batch=1")
+  splits, encodings = run_data.prepare_splits(config)
+  model = build.build_model(config, encodings, splits["train"])
+  learner_ = build.build_learner(config, model)
+  optimizer = build.build_optimizer(config)
+  sampler, _ = build.training_samplers(config, splits)
+  batch = sampler.sample(0)
+  state = init_train_state(learner_, optimizer, jax.tree_util.tree_map(lambda x: x[0], batch),
+                           0)
+  step = make_meta_step(learner_, optimizer)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def _write_manifest(path, rows):
+  with path.open("w", newline="") as f:
+    csv.writer(f).writerows([("image", "text", "label"), *rows])
+  return path
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_run_trains_evaluates_and_predicts_new_images(tmp_path):
+  config = _config("run.num_steps=6", "run.val_episodes=0", "run.checkpoint_every=6",
+                   "eval.episodes=4")
+  workdir = tmp_path / "run"
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    train_and_evaluate(config, workdir, progress=False)
+  result = evaluate_workdir(workdir, write=False)
+  assert 0.0 <= result["accuracy"]["mean"] <= 1.0
+  with pytest.raises(UserError, match="no batch norm layers .a frozen pretrained backbone"):
+    evaluate_workdir(workdir, batch_norm="population", population_batches=2, write=False)
+  test = run_data.build_splits(config)["test"]
+  (tmp_path / "img").mkdir()
+  rows = []
+  for label in range(5):
+    for i in np.flatnonzero(test.labels == label)[:4]:
+      Image.fromarray(np.round(test.examples["image"][i] * 255).astype(np.uint8)).save(
+          tmp_path / "img" / f"{i}.png")
+      rows.append([f"img/{i}.png", test.examples["text"][i], test.class_names[label]])
+  manifest = _write_manifest(tmp_path / "manifest.csv", rows)
+  scored = evaluate_workdir(workdir, data=manifest, q_query=2, episodes=3, write=False)
+  assert scored["settings"]["episodes"] == 3
+  p = predict(workdir, _write_manifest(tmp_path / "support.csv", rows[::4]),
+              _write_manifest(tmp_path / "queries.csv", [r for i, r in enumerate(rows) if i % 4]))
+  assert p.probabilities.shape == (15, 5)
+  np.testing.assert_allclose(p.probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
+  resnet = tmp_path / "resnet"
+  save_tiny("resnet", resnet)
+  config = _config("model.image.input_size=0", f"model.image.pretrained={resnet}",
+                   "model.image.trainable=True", "model.image.finetune=stages/1/",
+                   "data.modalities=('image',)", "task.meta_batch=1")
+  splits, encodings = run_data.prepare_splits(config)
+  assert "image" not in encodings and splits["train"].examples["image"].ndim == 4
+  model = build.build_model(config, encodings, splits["train"])
+  learner = build.build_learner(config, model)
+  optimizer = build.build_optimizer(config)
+  batch = build.training_samplers(config, splits)[0].sample(0)
+  state = init_train_state(learner, optimizer, jax.tree_util.tree_map(lambda x: x[0], batch), 0)
+  before = jax.tree_util.tree_map(np.asarray, state.params)
+  state, _ = make_meta_step(learner, optimizer)(state, batch)
+  changed = [
+      "/".join(str(getattr(k, "key", k)) for k in path)
+      for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(before),
+                              jax.tree_util.tree_leaves(state.params))
+      if not np.array_equal(a, np.asarray(b))]
+  backbone = [p for p in changed if "/encoders/image/" in f"/{p}/" or "embedder" in p
+              or "stages" in p]
+  assert backbone and all("stages/1/" in p and "batch_stats" not in p for p in backbone)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.augment=crop_flip"], "a frozen pretrained backbone reads each image once"),
+    (["model.image.finetune=stages"], "needs model.image.trainable=True"),
+    (["model.image.encoder=conv4", "model.image.trainable=True"], "apply to model.image.encoder"),
+    (["model.image.trainable=True", "model.image.finetune=("], "is not a regex"),
+    (["model.text.prompts=('a photo of a {}.',)"], "need model.text.encoder=pretrained"),
+    (["model.text.encoder=pretrained", "model.text.prompts=('a photo',)"], "holds the class"),
+    (["model.image.head=mlp"], "model.image.head='mlp' is not valid"),
+])
+def test_pretrained_settings_no_run_could_use_are_config_errors(overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    _config(*overrides)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("clip")
+  return path, save_tiny("clip", path)
+
+
+def test_text_asked_of_an_image_only_model_is_named(tmp_path):
+  vit = tmp_path / "vit"
+  save_tiny("vit", vit)
+  config = _config("model.text.encoder=pretrained", f"model.text.pretrained={vit}")
+  with pytest.raises(UserError, match="'vit' model, an image encoder without a text tower"):
+    run_data.prepare_splits(config)
+
+
+def test_clip_two_towers_in_the_identity_space_are_clip_zero_shot(clip_dir):
+  path, clip = clip_dir
+  prompts = ("a photo of a {}.", "a drawing of the {}.")
+  config = _config("model.image.input_size=0", f"model.image.pretrained={path}",
+                   "model.text.encoder=pretrained", f"model.text.pretrained={path}",
+                   "model.image.head=none", "model.text.head=none", "model.embed_dim=0",
+                   "learner.name=zeroshot", "learner.cosine_scale=100.0",
+                   f"model.text.prompts={prompts!r}")
+  splits, encodings = run_data.prepare_splits(config)
+  raw = run_data.build_splits(config)["test"]
+  model = build.build_model(config, encodings, splits["train"])
+  learner = build.build_learner(config, model, for_eval=True)
+  task = build.task_sampler(config, splits["test"], role="test", batch_size=1).sample(0)
+  raw_task = build.task_sampler(config, raw, role="test", batch_size=1,
+                                modalities=("image",)).sample(0)   # the same draw, raw
+  one = jax.tree_util.tree_map(lambda x: x[0], task)
+  params = learner.init(jax.random.PRNGKey(0), one)
+  logits = np.asarray(learner.predict(params, one))
+
+  # transformers' CLIP on the same images and class names, prompts ensembled as CLIP does
+  from mmfsl_jax.nn.encoders.pretrained_vision import preprocess, read_preprocessing
+  pixels = preprocess(jnp.asarray(raw_task["query"]["image"][0]), read_preprocessing(str(path)))
+  image = np.asarray(clip.get_image_features(pixel_values=jnp.transpose(pixels, (0, 3, 1, 2))))
+  tokenizer = encodings["text"].pretrained.tokenizer
+  class_names = [str(t) for t in raw.class_texts["text"][raw_task["class_id"][0]]]
+  text = []
+  for name in class_names:
+    tokens = tokenizer([p.format(name) for p in prompts], padding=True, return_tensors="np")
+    f = np.asarray(clip.get_text_features(input_ids=tokens["input_ids"],
+                                          attention_mask=tokens["attention_mask"]))
+    mean = (f / np.linalg.norm(f, axis=-1, keepdims=True)).mean(0)
+    text.append(mean / np.linalg.norm(mean))
+  image = image / np.linalg.norm(image, axis=-1, keepdims=True)
+  assert len(set(class_names)) == len(class_names) and np.ptp(logits, axis=1).min() > 0.05
+  np.testing.assert_allclose(logits, 100.0 * image @ np.stack(text).T, rtol=1e-4, atol=2e-4)
