@@ -408,3 +408,18 @@ def test_a_pickle_of_another_object_is_refused_unrun(tmp_path, layout):
   with pytest.raises(UserError, match=rf"not a plain state dict: .*{__name__}\._record"):
     read_torch_state_dict(path)
   assert RAN == []
+
+
+@pytest.mark.parametrize("size, kernel, stride", [(9, 3, 1), (9, 3, 2), (12, 5, 2), (7, 5, 1)])
+def test_the_shifted_depthwise_convolution_equals_xlas_in_values_and_gradients(size, kernel,
+                                                                                stride):
+  from mmfsl_jax.nn.encoders.efficientnet_lite import depthwise_conv
+  rng = np.random.default_rng(size + kernel + stride)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, 6)))
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 1, 6)))
+  shifted, xla = (lambda x, w, impl=impl: depthwise_conv(x, w, stride, impl)
+                  for impl in ("shifted", "xla"))
+  np.testing.assert_allclose(shifted(x, w), xla(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for a, b in zip(jax.grad(loss(shifted), (0, 1))(x, w), jax.grad(loss(xla), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
