@@ -47,6 +47,7 @@ from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run.data import Encoding
 from mmfsl_jax.run.faults import NonFiniteLossError
+from mmfsl_jax.run.image_features import uses_frozen_features
 from mmfsl_jax.run.sharding import replicate, shard_tasks
 
 # The peer's workload, as config overrides (dotted keys of configs/base.py).
@@ -57,6 +58,7 @@ CANONICAL = {"data.name": "omniglot", "data.modalities": ("image",), "data.image
              "task.q_query": 15, "task.meta_batch": 32, "optim.lr": 1e-3,
              "optim.grad_clip": 0.0}
 TEXT_LENGTH, VOCAB_SIZE = 12, 200
+FROZEN_FEATURE_DIM = 1280   # EfficientNet-Lite0's features
 # The peer helpers (torch_peer_extra.py, torch_on_device.py) ship inside the package, so
 # `mmfsl bench --peer-python` works from an installed wheel as from a checkout.
 BENCH_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
@@ -79,6 +81,15 @@ VARIANTS = {
     "anil": ({"learner.name": "anil"}, ("anil",)),
     "protonet": ({"learner.name": "protonet"}, ("protonet",)),
     "maml_fused": ({"data.modalities": ("image", "text"), "model.fuser": "weighted"}, ()),
+    # ProtoNet on a frozen EfficientNet-Lite0's cached features (random [1280] vectors here,
+    # as training reads them once computed), and with that backbone fine-tuned inside the
+    # meta-step (every weight; 64x64 inputs and 2 tasks a meta-batch keep a CPU step short).
+    "protonet_frozen_features": ({"learner.name": "protonet",
+                                  "model.image.encoder": "pretrained",
+                                  "model.image.head": "none"}, ()),
+    "protonet_finetune": ({"learner.name": "protonet", "model.image.encoder": "pretrained",
+                           "model.image.trainable": True, "model.image.input_size": 64,
+                           "task.meta_batch": 2}, ()),
 }
 # Peer variants the extra script (torch_peer_extra.py) provides rather than the peer's own.
 EXTRA_PEER_VARIANTS = ("anil", "protonet")
@@ -148,7 +159,9 @@ def random_batch(config, seed: int = 0) -> dict:
   def split(per_class):
     labels = np.tile(np.repeat(np.arange(n), per_class), (b, 1)).astype(np.int32)
     part = {"label": labels}
-    if "image" in config.data.modalities:
+    if "image" in config.data.modalities and uses_frozen_features(config):
+      part["image"] = rng.normal(size=(b, n * per_class, FROZEN_FEATURE_DIM)).astype(np.float32)
+    elif "image" in config.data.modalities:
       size = config.data.image_size
       part["image"] = rng.normal(size=(b, n * per_class, size, size,
                                        1)).astype(np.float32)
@@ -231,7 +244,9 @@ def build_variant(name: str, overrides: Sequence[str] = ()):
   """(config, jitted meta-step, initial state, random task batch) of a variant."""
   config = variant_config(name, overrides)
   encodings = ({"text": Encoding("ids", vocab_size=VOCAB_SIZE)}
-                if "text" in config.data.modalities else {})
+               if "text" in config.data.modalities else {})
+  if uses_frozen_features(config):
+    encodings["image"] = Encoding("features", feature_dim=FROZEN_FEATURE_DIM)
   model = build.build_model(config, encodings, None)
   learner = build.build_learner(config, model)
   optimizer = build.build_optimizer(config)
