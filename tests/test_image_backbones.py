@@ -101,3 +101,35 @@ def test_only_the_chosen_weights_are_fine_tuned(tiny_dirs):
     ib.backbone_encoder(resnet, trainable=True, finetune="no_such_layer")
   with pytest.raises(UserError, match="needs model.image.trainable=True"):
     ib.backbone_encoder(resnet, finetune="stages")
+
+
+def test_lora_starts_as_the_pretrained_model_and_trains_only_its_adapters(tiny_dirs):
+  vit = ib.load_image_backbone(str(tiny_dirs["vit"]))
+  encoder = ib.lora_encoder(vit, rank=2)
+  images = _images(3, size=32)
+  params = encoder.init(jax.random.PRNGKey(0), images)
+  assert sorted(n.rsplit("/", 2)[-2] for n in params["lora"]) == ["key", "query", "value"]
+  np.testing.assert_allclose(encoder.apply(params, images),
+                             vit.apply(vit.params, ib.as_rgb(images)), rtol=1e-6, atol=1e-6)
+  grads = jax.grad(lambda p: jnp.sum(encoder.apply(p, images) ** 2))(params)
+  assert all(not np.any(np.asarray(g)) for g in jax.tree_util.tree_leaves(grads["backbone"]))
+  assert all(np.any(np.asarray(g["b"])) for g in grads["lora"].values())
+
+  # the adapted kernel is W + A B: a step on B changes the features as that kernel would
+  name = next(iter(params["lora"]))
+  moved = jax.tree_util.tree_map(lambda x: x, params)
+  moved["lora"][name]["b"] = jnp.ones_like(moved["lora"][name]["b"])
+  kernel_path = name.split("/")
+  by_hand = jax.tree_util.tree_map(jnp.asarray, vit.params)
+  node = by_hand
+  for part in kernel_path[:-1]:
+    node = node[part]
+  assert not np.allclose(encoder.apply(moved, images), encoder.apply(params, images))
+  adapter = moved["lora"][name]
+  node[kernel_path[-1]] = node[kernel_path[-1]] + adapter["a"] @ adapter["b"]
+  np.testing.assert_allclose(encoder.apply(moved, images),
+                             vit.apply(by_hand, ib.as_rgb(images)), rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserError, match="matches none of the backbone.s"):
+    ib.lora_encoder(ib.load_image_backbone(str(tiny_dirs["resnet"])), rank=2)
+  with pytest.raises(UserError, match="positive int"):
+    ib.lora_encoder(vit, rank=0)

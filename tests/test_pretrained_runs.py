@@ -116,12 +116,8 @@ def test_a_frozen_backbone_run_trains_evaluates_and_predicts_new_images(tmp_path
   np.testing.assert_allclose(p.probabilities.sum(-1), 1.0, rtol=1e-5)
 
 
-def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
-  resnet = tmp_path / "resnet"
-  save_tiny("resnet", resnet)
-  config = _config("model.image.input_size=0", f"model.image.pretrained={resnet}",
-                   "model.image.trainable=True", "model.image.finetune=stages/1/",
-                   "data.modalities=('image',)", "task.meta_batch=1")
+def _changed_after_one_step(config) -> list[str]:
+  """The parameter paths one meta-step of the config's learner changes."""
   splits, encodings = run_data.prepare_splits(config)
   assert "image" not in encodings and splits["train"].examples["image"].ndim == 4
   model = build.build_model(config, encodings, splits["train"])
@@ -131,14 +127,32 @@ def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
   state = init_train_state(learner, optimizer, jax.tree_util.tree_map(lambda x: x[0], batch), 0)
   before = jax.tree_util.tree_map(np.asarray, state.params)
   state, _ = make_meta_step(learner, optimizer)(state, batch)
-  changed = [
-      "/".join(str(getattr(k, "key", k)) for k in path)
-      for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(before),
-                              jax.tree_util.tree_leaves(state.params))
-      if not np.array_equal(a, np.asarray(b))]
-  backbone = [p for p in changed if "/encoders/image/" in f"/{p}/" or "embedder" in p
-              or "stages" in p]
+  return ["/".join(str(getattr(k, "key", k)) for k in path)
+          for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(before),
+                                  jax.tree_util.tree_leaves(state.params))
+          if not np.array_equal(a, np.asarray(b))]
+
+
+def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
+  resnet = tmp_path / "resnet"
+  save_tiny("resnet", resnet)
+  changed = _changed_after_one_step(_config(
+      "model.image.input_size=0", f"model.image.pretrained={resnet}",
+      "model.image.trainable=True", "model.image.finetune=stages/1/",
+      "data.modalities=('image',)", "task.meta_batch=1"))
+  backbone = [p for p in changed if "embedder" in p or "stages" in p]
   assert backbone and all("stages/1/" in p and "batch_stats" not in p for p in backbone)
+
+
+def test_lora_fine_tuning_changes_the_adapters_and_not_the_backbone(tmp_path):
+  vit = tmp_path / "vit"
+  save_tiny("vit", vit)
+  changed = _changed_after_one_step(_config(
+      "model.image.input_size=0", f"model.image.pretrained={vit}",
+      "model.image.trainable=True", "model.image.lora_rank=2",
+      "data.modalities=('image',)", "task.meta_batch=1"))
+  assert any("/lora/" in p for p in changed)
+  assert not [p for p in changed if "/backbone/" in p]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -149,6 +163,9 @@ def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
     (["model.text.prompts=('a photo of a {}.',)"], "need model.text.encoder=pretrained"),
     (["model.text.encoder=pretrained", "model.text.prompts=('a photo',)"], "holds the class"),
     (["model.image.head=mlp"], "model.image.head='mlp' is not valid"),
+    (["model.image.lora_rank=4"], "a positive rank with model.image.trainable=True"),
+    (["model.image.trainable=True", "model.image.lora_rank=4", "model.image.finetune=x"],
+     "set one of them"),
 ])
 def test_pretrained_settings_no_run_could_use_are_config_errors(overrides, message):
   with pytest.raises(ConfigError, match=message):

@@ -80,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image.trainable = False   # pretrained: fine-tune it in the meta-step, or (False)
   #                                   compute its frozen features once per image and cache them
   c.model.image.finetune = ""       # trainable: regex over the weights' paths fine-tuned ("" = all)
+  c.model.image.lora_rank = 0       # trainable: > 0 adapts only LoRA adapters of this rank on
+  #                                   the attention projections (ViT, DINOv2, CLIP), frozen rest
   c.model.image.head = "standardize"  # frozen features: standardize (meta-train statistics) |
   #                                     none (as they are: keeps a shared space such as CLIP's)
   c.model.text = ml_collections.ConfigDict()

@@ -166,8 +166,9 @@ def _check_model(config, mods) -> None:
 def _check_pretrained(config, mods) -> None:
   """The pretrained encoders' settings that no loader sees before the data are read."""
   image, text = config.model.image, config.model.text
-  if image.encoder != "pretrained" and (image.trainable or image.finetune or image.input_size):
-    set_ = [f"model.image.{k}" for k in ("trainable", "finetune", "input_size") if image[k]]
+  own = ("trainable", "finetune", "input_size", "lora_rank")
+  if image.encoder != "pretrained" and any(image[k] for k in own):
+    set_ = [f"model.image.{k}" for k in own if image[k]]
     raise ConfigError(f"{', '.join(set_)} apply to model.image.encoder=pretrained, not "
                       f"{image.encoder!r}")
   if image.input_size < 0:
@@ -176,6 +177,12 @@ def _check_pretrained(config, mods) -> None:
   if image.finetune and not image.trainable:
     raise ConfigError("model.image.finetune chooses the backbone weights that are fine-tuned: "
                       "it needs model.image.trainable=True")
+  if image.lora_rank < 0 or (image.lora_rank and not image.trainable):
+    raise ConfigError(f"model.image.lora_rank={image.lora_rank}: give 0 (no adapters), or a "
+                      f"positive rank with model.image.trainable=True")
+  if image.lora_rank and image.finetune:
+    raise ConfigError("model.image.lora_rank trains adapters beside a frozen backbone; "
+                      "model.image.finetune chooses backbone weights to train: set one of them")
   if image.finetune:
     import re
     try:
@@ -424,8 +431,10 @@ def _image_encoder(config, encoding: Encoding | None, train_split, modality: str
   if encoding is not None:        # a frozen backbone's cached features
     return _feature_head(train_split, modality, image.head)
   if image.encoder == "pretrained":
-    from mmfsl_jax.nn.encoders.image_backbones import backbone_encoder
+    from mmfsl_jax.nn.encoders.image_backbones import backbone_encoder, lora_encoder
     from mmfsl_jax.run.image_features import image_backbone
+    if image.lora_rank:
+      return lora_encoder(image_backbone(config), int(image.lora_rank))
     return backbone_encoder(image_backbone(config), trainable=bool(image.trainable),
                             finetune=str(image.finetune))
   options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)

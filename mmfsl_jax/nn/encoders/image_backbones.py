@@ -124,6 +124,24 @@ def as_rgb(images: jax.Array) -> jax.Array:
   return images
 
 
+def _path_name(path) -> str:
+  """A pytree path as "a/b/kernel"."""
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def _weight_names(params) -> list[str]:
+  return [_path_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+
+
+def _check_matches(pattern: re.Pattern, params, what: str) -> list[str]:
+  names = [n for n in _weight_names(params) if pattern.search(n)]
+  if not names:
+    every = _weight_names(params)
+    raise UserError(f"{what}={pattern.pattern!r} matches none of the backbone's {len(every)} "
+                    f"weights (e.g. {', '.join(every[:3])}, ..., {every[-1]})")
+  return names
+
+
 def backbone_encoder(backbone: ImageBackbone, *, trainable: bool = False,
                      finetune: str = "") -> Component:
   """The backbone as a Component over images [B, H, W, 1 or 3] in [0, 1] -> [B, dim]; init
@@ -134,11 +152,7 @@ def backbone_encoder(backbone: ImageBackbone, *, trainable: bool = False,
                     "model.image.trainable=True")
   pattern = re.compile(finetune) if finetune else None
   if pattern is not None:
-    paths = ["/".join(str(getattr(k, "key", k)) for k in path)
-             for path, _ in jax.tree_util.tree_leaves_with_path(backbone.params)]
-    if not any(pattern.search(p) for p in paths):
-      raise UserError(f"model.image.finetune={finetune!r} matches none of the backbone's "
-                      f"{len(paths)} weights (e.g. {', '.join(paths[:3])}, ..., {paths[-1]})")
+    _check_matches(pattern, backbone.params, "model.image.finetune")
 
   def freeze(params):
     if not trainable:
@@ -146,8 +160,7 @@ def backbone_encoder(backbone: ImageBackbone, *, trainable: bool = False,
     if pattern is None:
       return params
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: x if pattern.search(
-            "/".join(str(getattr(k, "key", k)) for k in path)) else jax.lax.stop_gradient(x),
+        lambda path, x: x if pattern.search(_path_name(path)) else jax.lax.stop_gradient(x),
         params)
 
   def init(key=None, example_inputs=None):
@@ -155,6 +168,44 @@ def backbone_encoder(backbone: ImageBackbone, *, trainable: bool = False,
 
   def apply(params, images, *, train=False, key=None):
     return backbone.apply(freeze(params), as_rgb(images))
+
+  return Component(init, apply)
+
+
+# The attention projections of the Hugging Face transformers (ViT and DINOv2: query, key,
+# value; CLIP: q_proj, k_proj, v_proj, out_proj), where LoRA adapts them.
+ATTENTION_PROJECTIONS = r"(query|key|value|q_proj|k_proj|v_proj|out_proj)/kernel$"
+
+
+def lora_encoder(backbone: ImageBackbone, rank: int,
+                 targets: str = ATTENTION_PROJECTIONS) -> Component:
+  """The backbone frozen, with LoRA adapters (Hu et al. 2021) on the 2-d kernels whose path
+  matches `targets`: W [in, out] becomes W + A B, A [in, rank] drawn N(0, 1/in), B [rank, out]
+  zero, so the encoder starts as the pretrained one and only the adapters learn. Params:
+  {"backbone": the pretrained weights, "lora": {path: {"a", "b"}}}."""
+  if not isinstance(rank, int) or rank < 1:
+    raise UserError(f"the LoRA rank must be a positive int, got {rank!r}")
+  pattern = re.compile(targets)
+  shapes = {_path_name(path): leaf.shape
+            for path, leaf in jax.tree_util.tree_leaves_with_path(backbone.params)}
+  names = [n for n in _check_matches(pattern, backbone.params, "LoRA targets")
+           if len(shapes[n]) == 2]
+  if not names:
+    raise UserError(f"LoRA targets={targets!r} match no 2-d kernel of the backbone")
+
+  def init(key, example_inputs=None):
+    keys = jax.random.split(key, len(names))
+    lora = {n: {"a": jax.random.normal(k, (shapes[n][0], rank)) / np.sqrt(shapes[n][0]),
+                "b": jnp.zeros((rank, shapes[n][1]))} for n, k in zip(names, keys)}
+    return {"backbone": jax.tree_util.tree_map(jnp.asarray, backbone.params), "lora": lora}
+
+  def apply(params, images, *, train=False, key=None):
+    lora = params["lora"]
+    weights = jax.tree_util.tree_map_with_path(
+        lambda path, w: (jax.lax.stop_gradient(w) + lora[_path_name(path)]["a"]
+                         @ lora[_path_name(path)]["b"]) if _path_name(path) in lora
+        else jax.lax.stop_gradient(w), params["backbone"])
+    return backbone.apply(weights, as_rgb(images))
 
   return Component(init, apply)
 
