@@ -71,7 +71,8 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
     assert r["settings"]["conv_impl"] == "matmul" and r["settings"]["task_chunk"] == 1
   lines = [l for l in out.splitlines() if l.startswith(("maml ", "fomaml "))]
   assert len(lines) == 2
-  assert all(l.endswith(f"| {machine}; conv_impl=matmul task_chunk=1 huge_pages="
+  assert all(l.endswith(f"| {machine}; conv_impl=matmul compute_dtype=float32 task_chunk=1 "
+                        f"huge_pages="
                         f"{records[0]['settings']['huge_pages']}") for l in lines), lines
   assert any(l.startswith("one large matmul") and f"({machine})" in l for l in out.splitlines())
 

@@ -81,6 +81,8 @@ VARIANTS = {
     "anil": ({"learner.name": "anil"}, ("anil",)),
     "protonet": ({"learner.name": "protonet"}, ("protonet",)),
     "maml_fused": ({"data.modalities": ("image", "text"), "model.fuser": "weighted"}, ()),
+    # bfloat16 activations and products (float32 parameters, optimiser state and losses)
+    "maml_bf16": ({"model.image.compute_dtype": "bfloat16"}, MAML_PEERS),
     # ProtoNet on a frozen EfficientNet-Lite0's cached features (random [1280] vectors here,
     # as training reads them once computed), and with that backbone fine-tuned inside the
     # meta-step (every weight; 64x64 inputs and 2 tasks a meta-batch keep a CPU step short).
@@ -228,6 +230,7 @@ def step_settings(config) -> dict:
   """The machine-dependent choices of a variant's step: convolution implementation, tasks
   vmapped at once (None: all), XLA flags and the host allocator's huge pages."""
   return {"conv_impl": resolve_impl(config.model.image.conv_impl),
+          "compute_dtype": build.compute_dtype(config),
           "task_chunk": resolve_task_chunk(config.run.task_chunk),
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "huge_pages": "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")}

@@ -84,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   #                                   the attention projections (ViT, DINOv2, CLIP), frozen rest
   c.model.image.head = "standardize"  # frozen features: standardize (meta-train statistics) |
   #                                     none (as they are: keeps a shared space such as CLIP's)
+  c.model.image.compute_dtype = "auto"  # conv4, resnet12: float32 | bfloat16 (activations and
+  #                                   products; parameters, optimiser state, losses float32) |
+  #                                   auto: bfloat16 on GPU/TPU, float32 on CPU
   c.model.text = ml_collections.ConfigDict()
   c.model.text.encoder = "bow"      # bow | gru (trainable, word ids) | pretrained (transformers)
   c.model.text.pretrained = "minilm"  # encoder=pretrained: a directory or model id

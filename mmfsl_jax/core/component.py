@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 Params = Any
 
@@ -34,3 +35,30 @@ def from_linen(module: nn.Module) -> Component:
     return module.apply({"params": params}, inputs, train=train, rngs=rngs)
 
   return Component(init, apply)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _cast_floats(tree: Any, dtype) -> Any:
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
+
+
+def with_compute_dtype(component: Component, dtype: str) -> Component:
+  """`component` computing in `dtype` ("float32": unchanged; "bfloat16"): its floating
+  inputs are cast to it and its floating outputs back to float32. Layers that cast their
+  parameters to their input's dtype (conv_ops.Conv; BatchStatNorm normalises in float32 and
+  returns its input's dtype) then run in bfloat16, while the parameters, their gradients
+  (the casts' transposes), the optimiser state and the losses stay float32."""
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown compute dtype {dtype!r}; choose one of {', '.join(COMPUTE_DTYPES)}")
+  if dtype == "float32":
+    return component
+  low = jnp.dtype(dtype)
+
+  def apply(params, inputs, *, train=False, key=None):
+    out = component.apply(params, _cast_floats(inputs, low), train=train, key=key)
+    return _cast_floats(out, jnp.float32)
+
+  return Component(component.init, apply)

@@ -14,10 +14,11 @@ tuples of the modules that implement them, so no list of names is kept twice.
 """
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
-from mmfsl_jax.core.component import Component
+from mmfsl_jax.core.component import COMPUTE_DTYPES, Component, with_compute_dtype
 from mmfsl_jax.core.model import MultimodalModel, multimodal_model
 from mmfsl_jax.data import augment
 from mmfsl_jax.data.modalities import modality_kind
@@ -59,6 +60,7 @@ CHOICES = {
     "model.image.pool": conv_ops.POOL_MODES,
     "model.image.init": conv_ops.INITS,
     "model.image.head": IMAGE_HEADS,
+    "model.image.compute_dtype": ("auto",) + COMPUTE_DTYPES,
     "model.text.head": TEXT_HEADS,
     "model.text.encoder": TEXT_ENCODERS,
     "model.fuser": fuse.FUSERS,
@@ -438,8 +440,18 @@ def _image_encoder(config, encoding: Encoding | None, train_split, modality: str
     return backbone_encoder(image_backbone(config), trainable=bool(image.trainable),
                             finetune=str(image.finetune))
   options = dict(conv_impl=image.conv_impl, pool=image.pool, conv_init=image.init)
-  return (conv4(image.channels, **options) if image.encoder == "conv4"
-          else resnet12(tuple(image.resnet_channels), **options))
+  encoder = (conv4(image.channels, **options) if image.encoder == "conv4"
+             else resnet12(tuple(image.resnet_channels), **options))
+  return with_compute_dtype(encoder, compute_dtype(config))
+
+
+def compute_dtype(config) -> str:
+  """model.image.compute_dtype with "auto" resolved: bfloat16 on accelerators, float32 on
+  CPUs (whose float32 products are as fast, and the tests' tolerances are float32's)."""
+  dtype = config.model.image.compute_dtype
+  if dtype == "auto":
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return dtype
 
 
 def build_model(config, encodings: dict[str, Encoding], train_split=None) -> MultimodalModel:

@@ -43,7 +43,9 @@ class BatchStatNorm(nn.Module):
   """Batch norm over all axes but the last, without running averages.
 
   x [n, ..., C]. Normalises with `moments` (mean [C], var [C]) when given, else with those
-  of x[:stats_rows] (None: all n rows), applied to all n rows.
+  of x[:stats_rows] (None: all n rows), applied to all n rows. Moments and normalisation are
+  computed in float32 whatever x's dtype; the output has x's dtype (bfloat16 compute keeps
+  bfloat16 activations between layers).
   """
   epsilon: float = 1e-5
 
@@ -52,8 +54,9 @@ class BatchStatNorm(nn.Module):
     features = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (features,))
     bias = self.param("bias", nn.initializers.zeros, (features,))
-    mean, var = batch_moments(x, stats_rows) if moments is None else moments
-    return (x - mean) * (scale * (var + self.epsilon) ** -0.5) + bias
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean, var = batch_moments(wide, stats_rows) if moments is None else moments
+    return ((wide - mean) * (scale * (var + self.epsilon) ** -0.5) + bias).astype(x.dtype)
 
 
 def layer_path(module: nn.Module) -> str:
@@ -89,8 +92,9 @@ def recording_batch_moments() -> Iterator[dict[str, list[Moments]]]:
 
   def record(module, x, kwargs):
     if kwargs.get("moments") is None:
+      wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))   # as the layer computes them
       recorded.setdefault(layer_path(module), []).append(
-          batch_moments(x, kwargs.get("stats_rows")))
+          batch_moments(wide, kwargs.get("stats_rows")))
     return kwargs
 
   with _on_batch_norm(record):
