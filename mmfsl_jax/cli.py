@@ -164,6 +164,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="also time the input pipeline making the same tasks from the real "
                           "Omniglot files (data_dir=DIR or $MMFSL_OMNIGLOT_DIR) and print it "
                           "beside the meta-step")
+  bench.add_argument("--autotune", action="store_true",
+                     help="choose each variant's automatic settings (conv_impl, task_chunk) "
+                          "by measuring them, as training does, or from the cached "
+                          "measurement (default: the fixed rules)")
   bench.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides applied to every variant "
                           "(e.g. model.image.conv_impl=xla)")
@@ -338,7 +342,7 @@ def _bench(args) -> int:
       v.strip() for v in args.variants.split(",") if v.strip()]
   bench(names, iters=args.iters, overrides=args.overrides, peer_python=args.peer_python,
         peers_dir=args.peers_dir, peer_iters=args.peer_iters,
-        peer_device=args.peer_device, pipeline=args.pipeline)
+        peer_device=args.peer_device, pipeline=args.pipeline, autotune=args.autotune)
   return 0
 
 

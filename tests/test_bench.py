@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import pytest
@@ -72,8 +73,8 @@ def test_bench_prints_every_field_and_ratios_against_a_peer(tmp_path, compilatio
   lines = [l for l in out.splitlines() if l.startswith(("maml ", "fomaml "))]
   assert len(lines) == 2
   assert all(l.endswith(f"| {machine}; conv_impl=matmul compute_dtype=float32 task_chunk=1 "
-                        f"huge_pages="
-                        f"{records[0]['settings']['huge_pages']}") for l in lines), lines
+                        f"huge_pages={records[0]['settings']['huge_pages']} autotune=off")
+             for l in lines), lines
   assert any(l.startswith("one large matmul") and f"({machine})" in l for l in out.splitlines())
 
 
@@ -169,3 +170,19 @@ def test_the_whole_batch_variant_vmaps_every_task_at_any_meta_batch():
   assert chunk("maml_whole_batch", ["task.meta_batch=64"]) == 64
   assert chunk("maml_whole_batch", ["task.meta_batch=64", "run.task_chunk=8"]) == 8
   assert chunk("maml", ["task.meta_batch=64"]) == 0   # automatic
+
+
+def test_bench_autotune_times_each_candidate_once_and_then_reads_the_cache(tmp_path,
+                                                                           monkeypatch):
+  timed = []
+
+  def fake_run_variant(name, *, iters=5, overrides=()):
+    timed.append(tuple(overrides))
+    fast = "model.image.conv_impl=xla" in overrides and "run.task_chunk=1" in overrides
+    return types.SimpleNamespace(tasks_per_s=3.0 if fast else 1.0)
+
+  monkeypatch.setattr(bench, "run_variant", fake_run_variant)
+  chosen = bench.tuned_overrides("maml", TINY, cache_dir=tmp_path)
+  assert chosen[-2:] == ["model.image.conv_impl=xla", "run.task_chunk=1"]
+  assert len(timed) == 4 and chosen[:len(TINY)] == list(TINY)
+  assert bench.tuned_overrides("maml", TINY, cache_dir=tmp_path) == chosen and len(timed) == 4

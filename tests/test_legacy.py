@@ -58,7 +58,7 @@ def test_every_old_key_has_a_home_and_no_two_share_one():
       "learner.lp_plus_plus."))} | {"learner.support_loss_weight"} | {
       f"model.image.{k}" for k in ("pretrained", "input_size", "trainable", "finetune", "head",
                                  "lora_rank", "compute_dtype")
-  } | {"model.text.head", "model.text.prompts"}
+  } | {"model.text.head", "model.text.prompts", "run.autotune"}
   assert set(targets) | grouped | added | {"seed", "smoke"} == base_keys
 
 

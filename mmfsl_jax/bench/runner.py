@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import dataclasses
 import json
 import os
-import platform
 from pathlib import Path
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from mmfsl_jax.meta.step import init_train_state, make_meta_step, resolve_task_c
 from mmfsl_jax.nn.encoders.conv_ops import resolve_impl
 from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
+from mmfsl_jax.run.autotune import machine_name, tuned_choices
 from mmfsl_jax.run.data import Encoding
 from mmfsl_jax.run.faults import NonFiniteLossError
 from mmfsl_jax.run.image_features import uses_frozen_features
@@ -211,21 +211,6 @@ def gemm_gflop_per_s(size: int = 2048, iters: int = 5) -> float:
   return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def machine_name() -> str:
-  """The CPU's model name on a CPU backend (/proc/cpuinfo, else the platform's), with its
-  core count; the device kind of an accelerator."""
-  if jax.default_backend() != "cpu":
-    return f"{jax.devices()[0].device_kind} x{jax.device_count()}"
-  model = ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next((line.split(":", 1)[1].strip() for line in f
-                    if line.startswith("model name")), "")
-  except OSError:
-    pass
-  return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def step_settings(config) -> dict:
   """The machine-dependent choices of a variant's step: convolution implementation, tasks
   vmapped at once (None: all), XLA flags and the host allocator's huge pages."""
@@ -257,6 +242,26 @@ def build_variant(name: str, overrides: Sequence[str] = ()):
   one_task = jax.tree_util.tree_map(lambda x: x[0], batch)
   state = init_train_state(learner, optimizer, one_task, config.seed)
   return config, make_meta_step(learner, optimizer, task_chunk=config.run.task_chunk), state, batch
+
+
+def _choice_overrides(choice: dict) -> list[str]:
+  keys = {"conv_impl": "model.image.conv_impl", "task_chunk": "run.task_chunk"}
+  return [f"{keys[k]}={v}" for k, v in choice.items()]
+
+
+def tuned_overrides(name: str, overrides: Sequence[str] = (), *, cache_dir=None) -> list[str]:
+  """`overrides` plus the variant's autotuned choices (run/autotune.py): cached, or measured
+  now (each candidate's step timed for 2 meta-steps) and cached."""
+  config = variant_config(name, overrides)
+  config.run.autotune = "on"
+
+  def measure(choice) -> float:
+    return run_variant(name, iters=2, overrides=[*overrides, *_choice_overrides(choice)]
+                       ).tasks_per_s
+
+  choice = tuned_choices(config, measure, cache_dir=cache_dir,
+                         say=lambda message: print(f"{name}: {message}", flush=True))
+  return [*overrides, *_choice_overrides(choice)]
 
 
 def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> BenchResult:
@@ -378,6 +383,7 @@ def format_result(r: BenchResult) -> str:
 def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] = (),
           peer_python: str | None = None, peers_dir: str | None = None,
           peer_iters: int | None = None, peer_device: str = "cpu", pipeline: bool = False,
+          autotune: bool = False,
           pipeline_batches: int = 20) -> list[BenchResult]:
   """Runs each variant (its peer on `peer_device`, when `peer_python` is given, and the input
   pipeline on the same tasks, when `pipeline`); prints one line each."""
@@ -401,7 +407,9 @@ def bench(variants: Sequence[str], *, iters: int = 5, overrides: Sequence[str] =
         f"(float32, {size}^3)", flush=True)
   results = []
   for name in variants:
-    result = run_variant(name, iters=iters, overrides=overrides)
+    chosen = tuned_overrides(name, overrides) if autotune else list(overrides)
+    result = run_variant(name, iters=iters, overrides=chosen)
+    result.settings["autotune"] = "on" if autotune else "off"
     result.gemm_gflop_per_s = gemm
     if peer_python and VARIANTS[name][1]:
       result.peer_device = peer_device

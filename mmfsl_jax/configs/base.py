@@ -171,6 +171,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.run.task_chunk = 0              # meta-step and evaluation: vmap this many tasks at a time
   #                                   and scan over the chunks (same results, one chunk's
   #                                   memory); 0 = automatic: 1 on a CPU, all at once on GPU/TPU
+  c.run.autotune = "auto"           # conv_impl=auto and task_chunk=0 chosen by measuring the
+  #                                   candidates once per machine and step shape (cached;
+  #                                   run/autotune.py): on | off (the fixed rules) | auto (on
+  #                                   for runs of 200 steps or more)
   c.run.shard_tasks = True          # with several devices, split each meta-batch's tasks over
   #                                   all of them (meta_batch a multiple of the device count)
 

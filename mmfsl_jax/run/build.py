@@ -69,6 +69,7 @@ CHOICES = {
     "learner.fuse_level": FUSE_LEVELS,
     "learner.batch_norm": BATCH_NORM,
     "inner.loop": LOOPS,
+    "run.autotune": ("auto", "on", "off"),
     "optim.name": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
 }

@@ -44,6 +44,7 @@ from mmfsl_jax.run import build
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run import legacy
 from mmfsl_jax.run.checkpoint import Checkpoints, state_bytes
+from mmfsl_jax.run import autotune
 from mmfsl_jax.run.data import prepare_splits
 from mmfsl_jax.run.image_features import feature_cache_report
 from mmfsl_jax.run.evaluators.episodic import evaluate_episodes, make_batched_predict
@@ -204,20 +205,35 @@ class _Run:
 
 def _set_up(config, workdir: Path) -> _Run:
   splits, encodings = prepare_splits(config)
+  say = tqdm.write if is_primary() else (lambda message: None)
   report = feature_cache_report(encodings)
-  if report and is_primary():
-    tqdm.write(report)
+  if report:
+    say(report)
   train_sampler, val_sampler = build.training_samplers(config, splits)
-  model = build.build_model(config, encodings, splits["train"])
   num_classes = splits["train"].num_classes
-  learner = build.build_learner(config, model, num_classes=num_classes)
-  eval_learner = build.build_learner(config, model, n_way=build.evaluation_shape(config)[0],
-                                     for_eval=True, num_classes=num_classes)
   optimizer = build.build_optimizer(config)
   example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
+
+  def learners(step_config):
+    model = build.build_model(step_config, encodings, splits["train"])
+    return model, build.build_learner(step_config, model, num_classes=num_classes)
+
+  mesh = build.task_mesh(config)
+  def measure(choice) -> float:
+    candidate = autotune.with_choices(config, choice)
+    return _tasks_per_second(learners(candidate)[1], optimizer, example_task,
+                             train_sampler.sample(0), candidate)
+
+  step_config = config   # several devices: the fixed rules (a measurement runs on one)
+  if mesh is None:
+    step_config = autotune.with_choices(config,
+                                        autotune.tuned_choices(config, measure, say=say))
+  model, learner = learners(step_config)
+  eval_learner = build.build_learner(step_config, model,
+                                     n_way=build.evaluation_shape(config)[0], for_eval=True,
+                                     num_classes=num_classes)
   state = init_train_state(learner, optimizer, example_task, config.seed)
   check_free_space(workdir, state_bytes(state), copies=KEEP_CHECKPOINTS + 3)
-  mesh = build.task_mesh(config)
   make_batch = train_sampler.sample
   if mesh is not None:   # before restoring, so that a checkpoint comes back replicated
     check_splits(config.task.meta_batch, mesh)
@@ -225,10 +241,26 @@ def _set_up(config, workdir: Path) -> _Run:
     make_batch = lambda step: shard_tasks(train_sampler.sample(step), mesh)  # prefetch's thread
   meta_step = make_meta_step(learner, optimizer, check_finite=True,
                              skip_nonfinite=config.run.skip_nonfinite_steps,
-                             task_chunk=config.run.task_chunk)
+                             task_chunk=step_config.run.task_chunk)
   return _Run(config, workdir, state, meta_step,
               make_batched_predict(eval_learner, config.run.task_chunk), make_batch,
               val_sampler, mesh, build.learning_rate(config), is_primary())
+
+
+def _tasks_per_second(learner, optimizer, example_task, batch, config, steps: int = 3) -> float:
+  """Tasks per second of `learner`'s meta-step on `batch` (the median of `steps` after a
+  compiling one), chunked as `config` says."""
+  state = init_train_state(learner, optimizer, example_task, config.seed)
+  step = make_meta_step(learner, optimizer, task_chunk=config.run.task_chunk)
+  state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  return config.task.meta_batch / sorted(times)[len(times) // 2]
 
 
 class _TrainLog:
