@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                              "JSON-lines manifest or an ImageFolder, as data.name=files reads "
                              "them, preprocessed as the model's training data")
   _add_column_flags(evaluate, "--data: the manifest's")
+  _add_class_texts_flag(evaluate, "--data's classes")
   _add_predict_commands(commands)
   _add_plot_commands(commands)
   data = commands.add_parser("data", help="datasets: prepare them, measure the input pipeline")
@@ -185,6 +186,13 @@ def _add_column_flags(parser: argparse.ArgumentParser, whose: str) -> None:
                            f"training config's data.files.columns, else the modality's name)")
 
 
+def _add_class_texts_flag(parser: argparse.ArgumentParser, whose: str) -> None:
+  parser.add_argument("--class-texts", default=None, metavar="FILE",
+                      help=f"a CSV/TSV/JSON-lines file of label,text rows: the text of each of "
+                           f"{whose}, for the methods that read class text (zeroshot, "
+                           f"tip_adapter, tip_adapter_f, lp_plus_plus, am3)")
+
+
 def _column_map(items) -> dict[str, str]:
   out = {}
   for item in items:
@@ -226,6 +234,7 @@ def _add_predict_commands(commands) -> None:
   predict.add_argument("--inner-steps", type=int, default=None,
                        help="MAML family: inner steps on the support (default: the config's "
                             "inner.eval_steps, else inner.steps)")
+  _add_class_texts_flag(predict, "the support's classes")
   _add_manifest_flags(predict)
   embed = commands.add_parser(
       "embed", help="the fused and per-modality embeddings of every row of a manifest")
@@ -419,7 +428,7 @@ def _eval(args) -> int:
                    batch_norm=args.batch_norm, population_batches=args.population_batches,
                    data=args.data, image_column=args.image_column,
                    text_column=args.text_column, label_column=args.label_column,
-                   columns=_column_map(args.column) or None)
+                   columns=_column_map(args.column) or None, class_texts=args.class_texts)
     if shots is None:
       _print_metrics(evaluate_workdir(args.workdir, n_way=args.n_way, k_shot=args.k_shot,
                                       **options))
@@ -443,7 +452,7 @@ def _predict(args) -> int:
   if not args.output.endswith(".csv"):
     raise UserError(f"--output must be a .csv file, got {args.output!r}")
   predictions = predict(args.workdir, args.support, args.query, inner_steps=args.inner_steps,
-                        **_columns(args))
+                        class_texts=args.class_texts, **_columns(args))
   path = write_predictions(predictions, args.output)
   counts = {name: 0 for name in predictions.classes}
   for name in predictions.predicted_labels:

@@ -48,7 +48,8 @@ def test_frozen_features_replace_the_images_and_come_back_from_the_disk_cache(tm
   for name, ds in splits.items():
     assert ds.examples["image"].shape == (raw[name].num_examples, 1280)
   backbone = image_features.image_backbone(config)
-  direct = backbone.apply(backbone.params, jnp.asarray(raw["test"].examples["image"][:3]))
+  direct = jax.jit(backbone.apply)(backbone.params,
+                                   jnp.asarray(raw["test"].examples["image"][:3]))
   np.testing.assert_allclose(splits["test"].examples["image"][:3], direct, rtol=1e-4, atol=1e-4)
   total = sum(ds.num_examples for ds in raw.values())
   first = image_features.feature_cache_report(encodings)
@@ -221,3 +222,75 @@ def test_clip_two_towers_in_the_identity_space_are_clip_zero_shot(clip_dir):
   image = image / np.linalg.norm(image, axis=-1, keepdims=True)
   assert len(set(class_names)) == len(class_names) and np.ptp(logits, axis=1).min() > 0.05
   np.testing.assert_allclose(logits, 100.0 * image @ np.stack(text).T, rtol=1e-4, atol=2e-4)
+
+
+def _uncaptioned_folder(root):
+  """An ImageFolder of 6 shapes classes (4 images each, no captions) named class0..class5,
+  and a class_texts file giving each its description: -> (folder, class_texts file)."""
+  raw = run_data.build_splits(_config())
+  test = raw["test"]
+  folder = root / "folder"
+  rows = [("label", "text")]
+  for c in range(6):
+    (folder / f"class{c}").mkdir(parents=True)
+    for j, i in enumerate(np.flatnonzero(test.labels == c)[:4]):
+      Image.fromarray(np.round(test.examples["image"][i] * 255).astype(np.uint8)).save(
+          folder / f"class{c}" / f"{j}.png")
+    rows.append((f"class{c}", test.class_texts["text"][c]))
+  names = root / "class_texts.csv"
+  with names.open("w", newline="") as f:
+    csv.writer(f).writerows(rows)
+  return folder, names
+
+
+@pytest.mark.slow
+def test_clip_tip_adapter_on_your_images_with_only_class_names(tmp_path, clip_dir):
+  """data.files.text_column='' with class texts: no caption per example; CLIP's towers in
+  their own space train nothing, then eval --data and predict read the class texts too."""
+  path, _ = clip_dir
+  folder, names = _uncaptioned_folder(tmp_path)
+  config = _config(
+      "model.image.input_size=0", f"model.image.pretrained={path}",
+      "model.text.encoder=pretrained", f"model.text.pretrained={path}",
+      "model.image.head=none", "model.text.head=none", "model.embed_dim=0",
+      "model.text.prompts=('a photo of a {}.',)", "learner.name=tip_adapter",
+      "learner.cosine_scale=100.0", "data.name=files", f"data.files.manifest={folder}",
+      "data.files.text_column=", f"data.files.class_texts={names}",
+      "data.files.split_fractions=(0.5,0,0.5)", "task.n_way=3", "task.q_query=2",
+      "run.num_steps=2", "run.val_episodes=0", "run.checkpoint_every=2", "eval.episodes=2",
+      "eval.q_query=2")
+  splits, _ = run_data.prepare_splits(config)
+  assert set(splits) == {"train", "test"} and "text" in splits["train"].class_texts
+  workdir = tmp_path / "run"
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    train_and_evaluate(config, workdir, progress=False)
+  scored = evaluate_workdir(workdir, data=folder, class_texts=names, episodes=2, write=False)
+  assert 0.0 <= scored["accuracy"]["mean"] <= 1.0
+  with pytest.raises(UserError, match="pass a class-texts file"):
+    evaluate_workdir(workdir, data=folder, episodes=2, write=False)
+
+  rows = [(f"folder/class{c}/{j}.png", f"class{c}") for c in range(3) for j in range(4)]
+  support = tmp_path / "support.csv"
+  queries = tmp_path / "queries.csv"
+  for file, part in ((support, [r for r in rows if r[0].endswith("0.png")]),
+                     (queries, [r for r in rows if not r[0].endswith("0.png")])):
+    with file.open("w", newline="") as f:
+      csv.writer(f).writerows([("image", "label"), *part])
+  p = predict(workdir, support, queries, class_texts=names)
+  assert p.classes == ("class0", "class1", "class2") and p.probabilities.shape == (9, 3)
+  np.testing.assert_allclose(p.probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_examples_without_captions_need_class_texts_and_a_class_text_method(tmp_path):
+  folder, names = _uncaptioned_folder(tmp_path)
+  files = ["data.name=files", f"data.files.manifest={folder}", "data.files.text_column=",
+           "model.image.encoder=conv4", "model.image.input_size=0"]
+  with pytest.raises(ConfigError, match="text_column='' gives the examples no caption"):
+    _config(*files, "learner.name=protonet")
+  config = _config(*files, "learner.name=zeroshot")   # no class_texts file
+  with pytest.raises(UserError, match="give class_texts"):
+    run_data.prepare_splits(config)
+  config = _config(*files, "learner.name=zeroshot", f"data.files.class_texts={names}")
+  splits, encodings = run_data.prepare_splits(config)
+  assert not np.any(splits["train"].examples["text"])   # no caption, no word
+  assert encodings["text"].vocab_size > 2   # the vocabulary of the class texts

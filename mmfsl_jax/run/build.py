@@ -290,6 +290,18 @@ def _check_schedule(config) -> None:
 
 def _check_data(config, mods) -> None:
   data = config.data
+  if data.name == "files" and "text" in mods and not data.files.text_column:
+    name, example_mods = config.learner.name, tuple(config.learner.am3.example_modalities)
+    class_text_only = (METHODS[name].shared_space
+                       or (name == "am3" and example_mods and "text" not in example_mods))
+    if not class_text_only:
+      raise ConfigError(
+          f"data.files.text_column='' gives the examples no caption, so only class text "
+          f"(data.files.class_texts) says anything, and learner.name={name} "
+          f"{'' if name != 'am3' else 'with these example_modalities '}would read the "
+          f"examples' empty text: use a method that compares images with class text "
+          f"({', '.join(names_with('class_text'))}; am3 with "
+          f"learner.am3.example_modalities=\"('image',)\"), or give a caption column")
   if data.image_size < 0:
     raise ConfigError(f"data.image_size must be 0 (the dataset's own size) or positive, got "
                       f"{data.image_size}")

@@ -235,7 +235,10 @@ def text_mapping(train: ClassDataset, config, modality: str = "text", *,
   text = config.model.text
   max_length = text.max_length
   if text.encoder in ("bow", "gru"):
-    vocab = WordVocabulary.build(train.examples[modality])
+    texts = train.examples[modality]
+    if not any(str(t).strip() for t in texts) and modality in train.class_texts:
+      texts = train.class_texts[modality]   # examples without captions: the class texts' words
+    vocab = WordVocabulary.build(texts)
     return Encoding("ids", vocab_size=vocab.size,
                     encode=lambda texts: vocab.encode(texts, max_length))
   from mmfsl_jax.nn.encoders.pretrained_text import (TextFeatureCache, load_pretrained_text,

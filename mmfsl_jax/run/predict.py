@@ -161,20 +161,22 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
             text_column: str | None = None, label_column: str | None = None,
             columns: dict[str, str] | None = None, inner_steps: int | None = None,
             batch_norm: str = "trained", population_batches: int = 50,
-            seed: int = 0) -> Predictions:
+            seed: int = 0, class_texts=None) -> Predictions:
   """The classes of the `queries` (a manifest or a directory of images) among those of the
   labelled `support` (a manifest or ImageFolder), by the trained model of `workdir` (module
   docstring). Columns (`columns`: modality -> column, for modalities other than image and
   text) default to the training config's data.files.* (else image, text, label, and each
-  modality's name); `inner_steps` replaces the MAML family's test-time steps."""
+  modality's name); `inner_steps` replaces the MAML family's test-time steps; `class_texts`
+  (a file of label,text rows) gives each support class its text, for the methods that read
+  class text (zeroshot, Tip-Adapter, ...)."""
   workdir = Path(workdir)
   config = test_time_config(workdir, inner_steps=inner_steps, batch_norm=batch_norm,
                             population_batches=population_batches)
-  check_manifest_model(config, support)
+  check_manifest_model(config, support, class_texts)
   require_checkpoint(workdir)
   columns = manifest_columns(config, image_column=image_column, text_column=text_column,
                              label_column=label_column, columns=columns)
-  support_set: ClassDataset = read_manifest_for(config, support, columns)
+  support_set: ClassDataset = read_manifest_for(config, support, columns, class_texts)
   n_way = support_set.num_classes
   if n_way < 2:
     raise UserError(f"the support {str(support)!r} has one class "
@@ -186,6 +188,10 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
                           population_batches=population_batches, seed=seed)
   support_inputs, query_inputs = _encode_inputs(trained.encodings, support_set.examples,
                                                rows.examples)
+  class_level = {}
+  if support_set.class_texts:   # encoded as the run encoded class text (its prompts)
+    encoded = run_data.encode_dataset(support_set, trained.encodings)
+    class_level = {"class": dict(encoded.class_texts)}
 
   predict_tasks = make_batched_predict(trained.learner, config.run.task_chunk, trained.moments)
   probabilities = np.zeros((len(rows), n_way), np.float32)
@@ -194,7 +200,7 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
     task = {"support": {**{m: support_inputs[m] for m in modalities},
                         "label": support_set.labels},
             "query": {**{m: query_inputs[m][at] for m in modalities},
-                      "label": np.zeros(len(at), np.int32)}}
+                      "label": np.zeros(len(at), np.int32)}, **class_level}
     batch = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], task)
     logits = np.asarray(predict_tasks(trained.params, batch))[0]
     probabilities[at] = np.asarray(jax.nn.softmax(logits, axis=-1))

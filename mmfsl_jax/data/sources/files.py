@@ -12,10 +12,13 @@ Two layouts:
   with, for the text modality, a caption root/<class>/<image stem>.txt beside each image.
 
 Only the modalities asked for are read: a text-only run needs no image column (nor images),
-an image-only run no text column (nor captions, nor class texts). A manifest may hold any
-number of modalities of each kind (data/modalities.py: "image", "image_ct", "text_note",
-"vector_labs", ...), each in its own column: by default the column of the modality's name
-("image" and "text": `image_column`, `text_column`), or as `columns` maps them. A vector
+an image-only run no text column (nor captions, nor class texts). `text_column=""` reads no
+caption: every example's text is "", and the text that counts is each class's (`class_texts`,
+required then), for methods that compare images with class text (zero-shot, Tip-Adapter).
+A manifest may hold any number of modalities of each kind (data/modalities.py: "image",
+"image_ct", "text_note", "vector_labs", ...), each in its own column: by default the column
+of the modality's name ("image" and "text": `image_column`, `text_column`), or as `columns`
+maps them. A vector
 column holds numbers or a .npy path per row (vectors.py). An ImageFolder has one image and
 one caption per example (the modalities "image" and "text").
 
@@ -277,7 +280,9 @@ def _read_manifest(path: pathlib.Path, *, columns: dict[str, str], label_column:
   header, rows = _read_table(path, "manifest")
   needed = {label_column: "each example's class: pass label_column=<column>"}
   for m in modalities:
-    needed[columns[m]] = _NEEDED[modality_kind(m)].format(option=column_option(m), modality=m)
+    if not _uncaptioned(m, columns[m]):
+      needed[columns[m]] = _NEEDED[modality_kind(m)].format(option=column_option(m),
+                                                           modality=m)
   if split_column:
     needed[split_column] = ("each row's split: pass split_column=<column>, or '' to split by "
                             "class lists or fractions")
@@ -290,7 +295,9 @@ def _read_manifest(path: pathlib.Path, *, columns: dict[str, str], label_column:
     for m in modalities:
       kind, column = modality_kind(m), columns[m]
       required = _REQUIRED[kind].format(modality=m)
-      if kind == "vector":
+      if _uncaptioned(m, column):
+        values[m] = ""
+      elif kind == "vector":
         raw = row.cells.get(column)
         if raw is None or (not isinstance(raw, list) and not str(raw).strip()):
           raise UserError(f"{row.where}: column {column!r} is empty; {required}")
@@ -343,7 +350,14 @@ def _read_caption(image: pathlib.Path) -> str:
   return text
 
 
-def _read_image_folder(root: pathlib.Path, modalities: Sequence[str]) -> list[_Example]:
+def _uncaptioned(modality: str, column: str) -> bool:
+  """A text modality whose column is "": its examples have no caption (their text is "");
+  only its class-level text (class_texts) says anything."""
+  return modality_kind(modality) == "text" and not column
+
+
+def _read_image_folder(root: pathlib.Path, modalities: Sequence[str],
+                       captions: bool = True) -> list[_Example]:
   other = [m for m in modalities if m not in MODALITIES]
   if other:
     raise UserError(f"an ImageFolder ({str(root)!r}) holds the modalities image and text (a "
@@ -363,7 +377,7 @@ def _read_image_folder(root: pathlib.Path, modalities: Sequence[str]) -> list[_E
     for image in images:
       values = {"image": image} if "image" in modalities else {}
       if "text" in modalities:
-        values["text"] = _read_caption(image)
+        values["text"] = _read_caption(image) if captions else ""
       examples.append(_Example(directory.name, values, None, repr(str(image))))
   return examples
 
@@ -590,8 +604,11 @@ def load_images(paths: Sequence[pathlib.Path], image_size: int, *,
 # Class-level text
 
 
-def read_class_texts(path: PathLike, class_names: Sequence[str]) -> np.ndarray:
-  """Object array [C] of the text of each of `class_names` from a label,text table file."""
+def read_class_texts(path: PathLike, class_names: Sequence[str], *,
+                     allow_extra: bool = False) -> np.ndarray:
+  """Object array [C] of the text of each of `class_names` from a label,text table file;
+  rows of other classes are an error (a slip in a label) unless `allow_extra` (one file of
+  every class for a support or manifest of some of them)."""
   path = pathlib.Path(path).expanduser()
   columns, rows = _read_table(path, "class_texts file")
   _check_columns(path, columns, {"label": "the class", "text": "the class's text"},
@@ -609,7 +626,7 @@ def read_class_texts(path: PathLike, class_names: Sequence[str]) -> np.ndarray:
     raise UserError(f"class_texts file {str(path)!r} has no text for class(es) "
                     f"{_names(missing)}; add a row label,text for each")
   extra = [label for label in texts if label not in set(class_names)]
-  if extra:
+  if extra and not allow_extra:
     raise UserError(f"class_texts file {str(path)!r} has text for class(es) {_names(extra)} "
                     f"that the data does not have ({first[extra[0]]}); its classes are "
                     f"{_names(class_names, 20)}; remove those rows or fix their labels")
@@ -674,14 +691,15 @@ def files_dataset(manifest: PathLike, *, image_column: str = "image", text_colum
                     f"an ImageFolder directory root/<class>/<image>")
   path = pathlib.Path(os.path.abspath(pathlib.Path(manifest).expanduser()))
   if path.is_dir():
-    examples = _read_image_folder(path, modalities)
+    examples = _read_image_folder(path, modalities, captions=bool(text_column))
   else:
     if not path.exists():
       raise UserError(f"manifest {str(path)!r} does not exist; give {MANIFEST_KINDS} with one "
                       f"row per example, or an ImageFolder directory root/<class>/<image>")
     header, _ = _read_table(path, "manifest")
     wanted = manifest_columns(modalities, image_column, text_column, columns)
-    missing = [m for m in modalities if wanted[m] not in header]
+    missing = [m for m in modalities if wanted[m] not in header
+               and not _uncaptioned(m, wanted[m])]
     if missing:
       raise UserError(
           f"manifest {str(path)!r} lacks the column(s) of the modalities "
@@ -724,6 +742,9 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
   if not str(manifest):
     raise UserError(f"no manifest given: name {MANIFEST_KINDS} with one row per example, or "
                     f"an ImageFolder directory root/<class>/<image>")
+  if "text" in modalities and not text_column and not str(class_texts):
+    raise UserError("text_column='' reads no caption per example, so the only text is each "
+                    "class's own: give class_texts, a file of (label, text) rows")
   path = pathlib.Path(os.path.abspath(pathlib.Path(manifest).expanduser()))
   lists = {"train": train_classes, "val": val_classes, "test": test_classes}
   if path.is_dir():
@@ -731,7 +752,7 @@ def files_splits(manifest: PathLike, *, image_column: str = "image", text_column
       raise UserError(f"split_column={split_column!r} needs a manifest file, but "
                       f"{str(path)!r} is an ImageFolder directory; split it by class lists "
                       f"or split_fractions")
-    examples = _read_image_folder(path, modalities)
+    examples = _read_image_folder(path, modalities, captions=bool(text_column))
   else:
     if not path.exists():
       raise UserError(f"manifest {str(path)!r} does not exist; give {MANIFEST_KINDS} with one "

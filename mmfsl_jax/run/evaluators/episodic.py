@@ -69,14 +69,14 @@ def evaluate_episodes(predict, params, sampler: EpisodeSampler, num_episodes: in
   return summarise(per_episode)
 
 
-def check_manifest_model(config, data) -> None:
+def check_manifest_model(config, data, class_texts=None) -> None:
   """UserError for a model that cannot be scored on a manifest: a learner that reads
-  class-level text (am3, zeroshot, ...), which a manifest lacks."""
+  class-level text (am3, zeroshot, ...) without `class_texts` (a file of label,text rows)."""
   name = config.learner.name
-  if METHODS[name].class_text:
-    raise UserError(f"learner.name={name} reads each class's own text "
-                    f"(ClassDataset.class_texts), which the manifest {str(data)!r} does not "
-                    f"give; scoring a {name} model on a manifest is not supported")
+  if METHODS[name].class_text and not class_texts:
+    raise UserError(f"learner.name={name} reads each class's own text, which the manifest "
+                    f"{str(data)!r} does not give: pass a class-texts file (label,text rows, "
+                    f"one per class; mmfsl eval/predict --class-texts FILE)")
 
 
 def manifest_columns(config, *, image_column: str | None = None,
@@ -95,16 +95,22 @@ def manifest_columns(config, *, image_column: str | None = None,
   return chosen
 
 
-def read_manifest_for(config, data, columns: dict) -> ClassDataset:
+def read_manifest_for(config, data, columns: dict, class_texts=None) -> ClassDataset:
   """The classes of the manifest (or ImageFolder) `data` as one dataset the config's model
   reads (the caller has run `check_manifest_model`): its modalities (the columns
   `manifest_columns` chose), images decoded at the model's image size as its training
   images were (`run.data.manifest_image_reading`: an Omniglot model's as ink), text still
-  raw (`run.data.encode_dataset` encodes it)."""
-  from mmfsl_jax.data.sources.files import files_dataset
-  return files_dataset(data, **columns, image_size=dataset_image_size(config),
-                       modalities=tuple(config.data.modalities),
-                       **manifest_image_reading(config))
+  raw (`run.data.encode_dataset` encodes it); with `class_texts` (a file of label,text rows)
+  each class's text as class_texts["text"]."""
+  from mmfsl_jax.data.sources.files import files_dataset, read_class_texts
+  dataset = files_dataset(data, **columns, image_size=dataset_image_size(config),
+                          modalities=tuple(config.data.modalities),
+                          **manifest_image_reading(config))
+  if class_texts:
+    dataset = dataset.replace(
+        class_texts={"text": read_class_texts(class_texts, dataset.class_names,
+                                              allow_extra=True)})
+  return dataset
 
 
 def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | None = None,
@@ -115,7 +121,7 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
                      population_batches: int = 50, data=None,
                      image_column: str | None = None, text_column: str | None = None,
                      label_column: str | None = None,
-                     columns: dict[str, str] | None = None) -> dict:
+                     columns: dict[str, str] | None = None, class_texts=None) -> dict:
   """Evaluates the best checkpoint of a training workdir on meta-test tasks.
 
   Writes workdir/`output`: accuracy, macro recall and macro F1 (mean, 95% CI, n) and the
@@ -130,8 +136,9 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   `data` (a manifest file or ImageFolder, as data.name=files reads them) scores the model
   on tasks drawn from all of its classes instead (cross-domain evaluation), preprocessed as
   the training data were (`read_manifest_for`, `run.data.encode_dataset`); `image_column`,
-  `text_column`, `label_column` and `columns` (modality -> column) name its columns. The
-  settings then record it as "data".
+  `text_column`, `label_column` and `columns` (modality -> column) name its columns, and
+  `class_texts` (a file of label,text rows) gives each of its classes its text, for the
+  methods that read class text. The settings then record it as "data".
   """
   if split not in ("test", "val"):
     raise UserError(f"split must be 'test' or 'val', got {split!r}")
@@ -163,11 +170,11 @@ def evaluate_workdir(workdir, *, episodes: int | None = None, q_query: int | Non
   if episodes < 1 or q_query < 1:
     raise UserError(f"episodes and q_query must be positive, got {episodes}, {q_query}")
   if data is not None:
-    check_manifest_model(config, data)
+    check_manifest_model(config, data, class_texts)
   require_checkpoint(workdir)
   t0 = time.time()
   manifest = (None if data is None else
-              read_manifest_for(config, data, manifest_columns(config, **given)))
+              read_manifest_for(config, data, manifest_columns(config, **given), class_texts))
   splits, encodings = prepare_splits(config)
   if manifest is not None:
     # encoded as the training run encoded its text: the vocabulary of its training split,
