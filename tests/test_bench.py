@@ -177,6 +177,7 @@ def test_bench_autotune_times_each_candidate_once_and_then_reads_the_cache(tmp_p
   timed = []
 
   def fake_run_variant(name, *, iters=5, overrides=()):
+    assert iters == 1
     timed.append(tuple(overrides))
     fast = "model.image.conv_impl=xla" in overrides and "run.task_chunk=1" in overrides
     return types.SimpleNamespace(tasks_per_s=3.0 if fast else 1.0)
@@ -184,5 +185,7 @@ def test_bench_autotune_times_each_candidate_once_and_then_reads_the_cache(tmp_p
   monkeypatch.setattr(bench, "run_variant", fake_run_variant)
   chosen = bench.tuned_overrides("maml", TINY, cache_dir=tmp_path)
   assert chosen[-2:] == ["model.image.conv_impl=xla", "run.task_chunk=1"]
-  assert len(timed) == 4 and chosen[:len(TINY)] == list(TINY)
-  assert bench.tuned_overrides("maml", TINY, cache_dir=tmp_path) == chosen and len(timed) == 4
+  # the rules' choice, then each setting changed alone (chunking alone did not help, so no
+  # combination)
+  assert len(timed) == 3 and chosen[:len(TINY)] == list(TINY)
+  assert bench.tuned_overrides("maml", TINY, cache_dir=tmp_path) == chosen and len(timed) == 3

@@ -251,12 +251,13 @@ def _choice_overrides(choice: dict) -> list[str]:
 
 def tuned_overrides(name: str, overrides: Sequence[str] = (), *, cache_dir=None) -> list[str]:
   """`overrides` plus the variant's autotuned choices (run/autotune.py): cached, or measured
-  now (each candidate's step timed for 2 meta-steps) and cached."""
+  now (each candidate's step timed once after its compiling step) and cached."""
   config = variant_config(name, overrides)
   config.run.autotune = "on"
 
-  def measure(choice) -> float:
-    return run_variant(name, iters=2, overrides=[*overrides, *_choice_overrides(choice)]
+  def measure(choice, best) -> float:
+    del best   # one timed step each already
+    return run_variant(name, iters=1, overrides=[*overrides, *_choice_overrides(choice)]
                        ).tasks_per_s
 
   choice = tuned_choices(config, measure, cache_dir=cache_dir,

@@ -8,8 +8,9 @@ The choices: how convolutions run (`model.image.conv_impl`: patch matmuls or XLA
 how many tasks are vmapped at once (`run.task_chunk`: one, or the whole meta-batch). Only
 those the config leaves automatic ("auto", 0) are tuned; a value it sets is kept. With
 `run.autotune=on` (or `auto`, for runs of at least `MIN_STEPS` steps, which a measurement of
-a few steps per candidate would not slow noticeably), each candidate meta-step is compiled
-and timed on one batch of the run's own tasks the first time, and the fastest is stored in
+a few steps per candidate would not slow noticeably), candidate meta-steps are compiled
+and timed on one batch of the run's own tasks the first time (the rules' choice, each
+setting changed alone, and the changes that helped together), and the fastest is stored in
 `<cache dir>/autotune.json` under a key naming the machine (CPU model and cores, or the
 accelerator), the JAX and mmfsl_jax versions and the step's shape; later runs read it.
 Otherwise the fixed rules apply (conv_ops.resolve_impl, step.resolve_task_chunk: matmuls and
@@ -20,7 +21,6 @@ tests/test_meta.py check them equal).
 from __future__ import annotations
 
 from collections.abc import Callable
-import itertools
 import json
 import os
 import platform
@@ -61,15 +61,15 @@ def _has_convolutions(config) -> bool:
           and any(kind_of(m) == "image" for m in config.data.modalities))
 
 
-def candidates(config) -> list[dict]:
-  """The choices to measure: every combination of the automatic settings' options."""
+def candidate_options(config) -> dict[str, tuple]:
+  """Each automatic setting's options (the rules' choice among them)."""
   options = {}
   if _has_convolutions(config) and config.model.image.conv_impl == "auto":
     options["conv_impl"] = ("matmul", "xla")
   batch = int(config.task.meta_batch)
   if config.run.task_chunk == 0 and batch > 1:
     options["task_chunk"] = (1, batch)
-  return [dict(zip(options, values)) for values in itertools.product(*options.values())]
+  return options
 
 
 def rule_choices(config) -> dict:
@@ -129,24 +129,26 @@ def wants_measurement(config) -> bool:
   return mode == "on" or (mode == "auto" and config.run.num_steps >= MIN_STEPS)
 
 
-def tuned_choices(config, measure: Callable[[dict], float], *, cache_dir=None,
+def tuned_choices(config, measure: Callable[[dict, float | None], float], *, cache_dir=None,
                   say: Callable[[str], None] = lambda message: None) -> dict:
   """The choices for the config's automatic settings: the cached measurement, else (when
-  `wants_measurement`) a new one, `measure(choice)` returning tasks/s, stored; else the
-  rules'. {} when the config sets them all."""
-  options = candidates(config)
-  if not options or options == [{}]:
+  `wants_measurement`) a new one, stored; else the rules'. {} when the config sets them all.
+  `measure(choice, best)` returns the choice's tasks/s; `best` is the fastest rate measured so
+  far (None at first: the rules' choice is measured first), below half of which it may stop
+  timing and return the rate it has."""
+  options = candidate_options(config)
+  if not options:
     return {}
   if not wants_measurement(config):
     return rule_choices(config)
   path = os.path.join(cache_dir or default_cache_dir(), CACHE_FILE)
   key = shape_key(config)
   stored = _read(path)
-  if key in stored and all(k in stored[key]["choice"] for k in options[0]):
-    choice = {k: stored[key]["choice"][k] for k in options[0]}
+  if key in stored and all(k in stored[key]["choice"] for k in options):
+    choice = {k: stored[key]["choice"][k] for k in options}
     say(f"autotune: {_describe(choice)} (measured before, {path})")
     return choice
-  rates = [(measure(option), option) for option in options]
+  rates = _search(options, {k: rule_choices(config)[k] for k in options}, measure)
   best = max(rates, key=lambda rate_option: rate_option[0])[1]
   stored = _read(path)   # again: another run may have written meanwhile
   stored[key] = {"choice": best, "tasks_per_s": [[o, round(r, 3)] for r, o in rates]}
@@ -154,6 +156,27 @@ def tuned_choices(config, measure: Callable[[dict], float], *, cache_dir=None,
   say("autotune: " + ", ".join(f"{_describe(o)} {r:.2f} tasks/s" for r, o in rates)
       + f" -> {_describe(best)} (stored in {path})")
   return best
+
+
+def _search(options: dict[str, tuple], rule: dict, measure) -> list[tuple[float, dict]]:
+  """[(tasks/s, choice)]: the rules' choice, then each setting changed alone, then the
+  changes that beat the rules' choice together (when two or more did). Not the whole product:
+  a setting far slower alone (XLA's convolutions on a CPU: ~37x, the bench's MAML) is not
+  timed again beside every other."""
+  def timed(choice):
+    rates.append((measure(choice, max((r for r, _ in rates), default=None)), choice))
+    return rates[-1][0]
+
+  rates: list[tuple[float, dict]] = []
+  base = timed(dict(rule))
+  better = {}
+  for key, values in options.items():
+    for value in values:
+      if value != rule[key] and timed({**rule, key: value}) > base:
+        better[key] = value
+  if len(better) > 1:
+    timed({**rule, **better})
+  return rates
 
 
 def _describe(choice: dict) -> str:

@@ -219,10 +219,10 @@ def _set_up(config, workdir: Path) -> _Run:
     return model, build.build_learner(step_config, model, num_classes=num_classes)
 
   mesh = build.task_mesh(config)
-  def measure(choice) -> float:
+  def measure(choice, best) -> float:
     candidate = autotune.with_choices(config, choice)
     return _tasks_per_second(learners(candidate)[1], optimizer, example_task,
-                             train_sampler.sample(0), candidate)
+                             train_sampler.sample(0), candidate, give_up_below=best and best / 2)
 
   step_config = config   # several devices: the fixed rules (a measurement runs on one)
   if mesh is None:
@@ -247,9 +247,11 @@ def _set_up(config, workdir: Path) -> _Run:
               val_sampler, mesh, build.learning_rate(config), is_primary())
 
 
-def _tasks_per_second(learner, optimizer, example_task, batch, config, steps: int = 3) -> float:
+def _tasks_per_second(learner, optimizer, example_task, batch, config, steps: int = 3,
+                      give_up_below: float | None = None) -> float:
   """Tasks per second of `learner`'s meta-step on `batch` (the median of `steps` after a
-  compiling one), chunked as `config` says."""
+  compiling one), chunked as `config` says; after one step when that is already below
+  `give_up_below`."""
   state = init_train_state(learner, optimizer, example_task, config.seed)
   step = make_meta_step(learner, optimizer, task_chunk=config.run.task_chunk)
   state, metrics = step(state, batch)
@@ -260,6 +262,8 @@ def _tasks_per_second(learner, optimizer, example_task, batch, config, steps: in
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
+    if give_up_below and config.task.meta_batch / times[-1] < give_up_below:
+      break
   return config.task.meta_batch / sorted(times)[len(times) // 2]
 
 
