@@ -21,6 +21,10 @@ from .meta import protonet as protonet
 from .nn import align as align
 from .nn import fuse as fuse
 from .nn.encoders import conv4 as conv4
+from .nn.encoders.image_backbones import ImageFeatureCache as ImageFeatureCache
+from .nn.encoders.image_backbones import backbone_encoder as backbone_encoder
+from .nn.encoders.image_backbones import load_image_backbone as load_image_backbone
+from .nn.encoders.image_backbones import lora_encoder as lora_encoder
 from .nn.encoders import resnet12 as resnet12
 from .nn.encoders import token_text_encoder as token_text_encoder
 from .nn.encoders import vector_encoder as vector_encoder

@@ -61,7 +61,8 @@ def test_maml_meta_gradients_in_bfloat16_match_float32s():
                                                f"model.image.compute_dtype={dtype}"))
     task = jax.tree_util.tree_map(lambda x: x[0], sampler.sample(0))
     state = init_train_state(learner, optimizer, task, 0)
-    g = jax.grad(lambda p: learner.task_loss(p, task, jax.random.PRNGKey(1))[0])(state.params)
+    g = jax.jit(jax.grad(lambda p: learner.task_loss(p, task, jax.random.PRNGKey(1))[0]))(
+        state.params)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(g))
     grads[dtype] = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)])
   full, half = grads["float32"], grads["bfloat16"]

@@ -410,7 +410,7 @@ def test_a_pickle_of_another_object_is_refused_unrun(tmp_path, layout):
   assert RAN == []
 
 
-@pytest.mark.parametrize("size, kernel, stride", [(9, 3, 1), (9, 3, 2), (12, 5, 2), (7, 5, 1)])
+@pytest.mark.parametrize("size, kernel, stride", [(9, 3, 1), (12, 5, 2), (7, 5, 1)])
 def test_the_shifted_depthwise_convolution_equals_xlas_in_values_and_gradients(size, kernel,
                                                                                 stride):
   from mmfsl_jax.nn.encoders.efficientnet_lite import depthwise_conv

@@ -68,7 +68,7 @@ def test_features_are_computed_once_per_distinct_image_and_equal_the_backbone(li
   repeated = np.concatenate([images, images[[0, 3]]])
   features = cache(repeated)
   assert features.shape == (7, 1280) and cache.computed == 5 and len(cache) == 5
-  direct = np.asarray(lite.apply(lite.params, ib.as_rgb(images)))
+  direct = np.asarray(jax.jit(lite.apply)(lite.params, ib.as_rgb(images)))
   np.testing.assert_allclose(features[:5], direct, rtol=1e-5, atol=1e-5)  # padded batches
   np.testing.assert_array_equal(features[5:], features[[0, 3]])
   cache(images[::-1])
