@@ -134,24 +134,23 @@ def _changed_after_one_step(config) -> list[str]:
           if not np.array_equal(a, np.asarray(b))]
 
 
+def _fine_tuned(tmp_path, model_type: str, *overrides) -> list[str]:
+  """The parameters one meta-step changes with a tiny `model_type` backbone fine-tuned."""
+  save_tiny(model_type, tmp_path / model_type)
+  return _changed_after_one_step(_config(
+      "model.image.input_size=0", f"model.image.pretrained={tmp_path / model_type}",
+      "model.image.trainable=True", "data.modalities=('image',)", "task.meta_batch=1",
+      *overrides))
+
+
 def test_a_fine_tuned_backbone_changes_only_the_weights_chosen(tmp_path):
-  resnet = tmp_path / "resnet"
-  save_tiny("resnet", resnet)
-  changed = _changed_after_one_step(_config(
-      "model.image.input_size=0", f"model.image.pretrained={resnet}",
-      "model.image.trainable=True", "model.image.finetune=stages/1/",
-      "data.modalities=('image',)", "task.meta_batch=1"))
+  changed = _fine_tuned(tmp_path, "resnet", "model.image.finetune=stages/1/")
   backbone = [p for p in changed if "embedder" in p or "stages" in p]
   assert backbone and all("stages/1/" in p and "batch_stats" not in p for p in backbone)
 
 
 def test_lora_fine_tuning_changes_the_adapters_and_not_the_backbone(tmp_path):
-  vit = tmp_path / "vit"
-  save_tiny("vit", vit)
-  changed = _changed_after_one_step(_config(
-      "model.image.input_size=0", f"model.image.pretrained={vit}",
-      "model.image.trainable=True", "model.image.lora_rank=2",
-      "data.modalities=('image',)", "task.meta_batch=1"))
+  changed = _fine_tuned(tmp_path, "vit", "model.image.lora_rank=2")
   assert any("/lora/" in p for p in changed)
   assert not [p for p in changed if "/backbone/" in p]
 
