@@ -62,6 +62,13 @@ def test_frozen_features_replace_the_images_and_come_back_from_the_disk_cache(tm
   for name in splits:
     np.testing.assert_array_equal(again[name].examples["image"], splits[name].examples["image"])
   assert run_data.train_augmentation(config) == "none"   # features are computed unaugmented
+  # with the disk file gone, features the process holds are served from memory: neither
+  # computed again nor counted as read from disk
+  for file in (tmp_path / "xdg_cache" / "mmfsl_jax").glob("image_features_*.npz"):
+    file.unlink()
+  encodings["image"].encode(raw["test"].examples["image"])
+  assert (f"0 images through the backbone, {total} read from the disk cache"
+          in image_features.feature_cache_report(encodings))
 
 
 @pytest.mark.parametrize("learner", ["anil", "lp_plus_plus"])

@@ -41,13 +41,13 @@ import numpy as np
 from mmfsl_jax.bench.flop_count import jaxpr_flops
 from mmfsl_jax.errors import UserError
 from mmfsl_jax.meta.step import init_train_state, make_meta_step, resolve_task_chunk
+from mmfsl_jax.nn.encoders import efficientnet_lite
 from mmfsl_jax.nn.encoders.conv_ops import resolve_impl
 from mmfsl_jax.run import build, legacy
 from mmfsl_jax.run import config as config_lib
-from mmfsl_jax.run.autotune import machine_name, tuned_choices
-from mmfsl_jax.run.data import Encoding
+from mmfsl_jax.run.autotune import machine_name, timed_steps, tuned_choices
+from mmfsl_jax.run.data import Encoding, uses_frozen_features
 from mmfsl_jax.run.faults import NonFiniteLossError
-from mmfsl_jax.run.image_features import uses_frozen_features
 from mmfsl_jax.run.sharding import replicate, shard_tasks
 
 # The peer's workload, as config overrides (dotted keys of configs/base.py).
@@ -58,7 +58,7 @@ CANONICAL = {"data.name": "omniglot", "data.modalities": ("image",), "data.image
              "task.q_query": 15, "task.meta_batch": 32, "optim.lr": 1e-3,
              "optim.grad_clip": 0.0}
 TEXT_LENGTH, VOCAB_SIZE = 12, 200
-FROZEN_FEATURE_DIM = 1280   # EfficientNet-Lite0's features
+FROZEN_FEATURE_DIM = efficientnet_lite.FEATURE_DIM   # the default backbone's features
 # The peer helpers (torch_peer_extra.py, torch_on_device.py) ship inside the package, so
 # `mmfsl bench --peer-python` works from an installed wheel as from a checkout.
 BENCH_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
@@ -279,13 +279,8 @@ def run_variant(name: str, *, iters: int = 5, overrides: Sequence[str] = ()) -> 
 
   state, metrics = step(state, batch)  # warm-up (and the jit cache's one compilation)
   jax.block_until_ready(metrics)
-  times = []
   faults_before = _minor_page_faults()
-  for _ in range(iters):
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
+  state, metrics, times = timed_steps(step, state, batch, iters)
   faults = None if faults_before is None else (_minor_page_faults() - faults_before) / iters
   if not np.isfinite(float(metrics["loss"])):
     raise NonFiniteLossError(

@@ -25,13 +25,14 @@ import json
 import os
 import platform
 import tempfile
+import time
 import warnings
 
 import jax
 
 import mmfsl_jax
 from mmfsl_jax.data.cache import default_cache_dir
-from mmfsl_jax.meta.step import resolve_task_chunk
+from mmfsl_jax.meta.step import init_train_state, make_meta_step, resolve_task_chunk
 from mmfsl_jax.nn.encoders.conv_ops import resolve_impl
 
 MODES = ("auto", "on", "off")
@@ -177,6 +178,36 @@ def _search(options: dict[str, tuple], rule: dict, measure) -> list[tuple[float,
   if len(better) > 1:
     timed({**rule, **better})
   return rates
+
+
+def timed_steps(step, state, batch, count: int, *, stop_after: float | None = None):
+  """(state, metrics, seconds of each step): `count` calls of the jitted `step` on `batch`,
+  each waited for; fewer when one took longer than `stop_after` seconds. The caller has run
+  a compiling step first."""
+  times, metrics = [], None
+  for _ in range(count):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+    if stop_after is not None and times[-1] > stop_after:
+      break
+  return state, metrics, times
+
+
+def tasks_per_second(learner, optimizer, example_task, batch, *, seed: int, task_chunk: int,
+                     steps: int = 3, give_up_below: float | None = None) -> float:
+  """Tasks per second of `learner`'s meta-step on `batch` (the median of `steps` after a
+  compiling one, chunked by `task_chunk`); after one step when that is already below
+  `give_up_below`."""
+  state = init_train_state(learner, optimizer, example_task, seed)
+  step = make_meta_step(learner, optimizer, task_chunk=task_chunk)
+  state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  tasks = batch["query"]["label"].shape[0]
+  _, _, times = timed_steps(step, state, batch, steps,
+                            stop_after=tasks / give_up_below if give_up_below else None)
+  return tasks / sorted(times)[len(times) // 2]
 
 
 def _describe(choice: dict) -> str:

@@ -37,7 +37,7 @@ from mmfsl_jax.nn.encoders.text import token_text_encoder
 from mmfsl_jax.nn.encoders.vector import fit_standardizer, standardizer, vector_encoder
 from mmfsl_jax.run import config as config_lib
 from mmfsl_jax.run.data import (DATASET_INFO, Encoding, dataset_image_size, file_columns,
-                                train_augmentation)
+                                train_augmentation, uses_frozen_features)
 
 MODALITIES = ("image", "text")
 IMAGE_ENCODERS = ("conv4", "resnet12", "pretrained")
@@ -193,8 +193,7 @@ def _check_pretrained(config, mods) -> None:
     except re.error as error:
       raise ConfigError(f"model.image.finetune={image.finetune!r} is not a regex: "
                         f"{error}") from None
-  frozen = image.encoder == "pretrained" and not image.trainable
-  if frozen and config.data.augment not in ("auto", "none"):
+  if uses_frozen_features(config) and config.data.augment not in ("auto", "none"):
     raise ConfigError(f"data.augment={config.data.augment!r} changes the images every step, but "
                       f"a frozen pretrained backbone reads each image once (its features are "
                       f"cached): use data.augment=none, or model.image.trainable=True")

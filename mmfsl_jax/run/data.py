@@ -111,13 +111,17 @@ def dataset_image_size(config) -> int:
   return _dataset_info(config.data.name)[2]
 
 
+def uses_frozen_features(config) -> bool:
+  """Whether the config's images become cached features of a frozen pretrained backbone."""
+  image = config.model.image
+  return image.encoder == "pretrained" and not image.trainable
+
+
 def train_augmentation(config) -> str:
   """data.augment with "auto" replaced by the dataset's default ("none" or "crop_flip"), and
   by "none" where images become a frozen backbone's features (computed once, unaugmented)."""
-  image = config.model.image
   if config.data.augment == "auto":
-    frozen = image.encoder == "pretrained" and not image.trainable
-    return "none" if frozen else _dataset_info(config.data.name)[3]
+    return "none" if uses_frozen_features(config) else _dataset_info(config.data.name)[3]
   return config.data.augment
 
 

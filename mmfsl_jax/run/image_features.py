@@ -18,15 +18,9 @@ import numpy as np
 from mmfsl_jax.data import cache
 from mmfsl_jax.data.dataset import ClassDataset
 from mmfsl_jax.data.modalities import of_kind
-from mmfsl_jax.run.data import Encoding
+from mmfsl_jax.run.data import Encoding, uses_frozen_features
 
 _BACKBONES: dict = {}   # (name, input size) -> ImageBackbone: loaded once per process
-
-
-def uses_frozen_features(config) -> bool:
-  """Whether the config's images become cached features of a frozen pretrained backbone."""
-  image = config.model.image
-  return image.encoder == "pretrained" and not image.trainable
 
 
 def image_backbone(config):
@@ -65,12 +59,14 @@ class CachedImageFeatures:
     path = cache.cache_path(self.cache_dir, f"image_features_{self.backbone.name}"[:60]
                             .replace("/", "_"), [list(self.backbone.key), together])
 
-    def build():
-      return {"features": self._memory(images)}
+    built = []
 
-    before = self._memory.computed
+    def build():
+      built.append(True)
+      return {"features": self._memory(images, digests)}
+
     features = cache.cached_arrays(path, ("features",), build)["features"]
-    if self._memory.computed == before:   # read from disk: remember them for later calls
+    if not built:   # read from disk: remember them for later calls
       self._memory.store(digests, features)
       self.loaded += len(digests)
     self.seconds += time.perf_counter() - start

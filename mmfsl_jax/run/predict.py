@@ -49,7 +49,6 @@ from mmfsl_jax.run import build
 from mmfsl_jax.run import data as run_data
 from mmfsl_jax.run.evaluators.episodic import (check_manifest_model, make_batched_predict,
                                                manifest_columns, read_manifest_for)
-from mmfsl_jax.run.image_features import uses_frozen_features
 from mmfsl_jax.run.evaluators.test_time import test_time_config, test_time_moments
 from mmfsl_jax.run.workdir import require_checkpoint, restore_for
 
@@ -121,7 +120,7 @@ def load_trained(workdir: Path, config, *, n_way: int, batch_norm: str,
   new examples needs: the training run's text mapping, test-time batch-norm moments."""
   needs_training_data = (any(modality_kind(m) != "image" for m in config.data.modalities)
                          or batch_norm == "population" or config.learner.name == "baselinepp"
-                         or uses_frozen_features(config))   # the features' statistics
+                         or run_data.uses_frozen_features(config))   # their statistics
   splits, encodings = run_data.prepare_splits(config) if needs_training_data else ({}, {})
   train = splits.get("train")
   model = build.build_model(config, encodings, train)
@@ -190,8 +189,8 @@ def predict(workdir, support, queries, *, image_column: str | None = None,
                                                rows.examples)
   class_level = {}
   if support_set.class_texts:   # encoded as the run encoded class text (its prompts)
-    encoded = run_data.encode_dataset(support_set, trained.encodings)
-    class_level = {"class": dict(encoded.class_texts)}
+    class_level = {"class": {m: np.asarray(trained.encodings[m].encode_classes(list(texts)))
+                             for m, texts in support_set.class_texts.items()}}
 
   predict_tasks = make_batched_predict(trained.learner, config.run.task_chunk, trained.moments)
   probabilities = np.zeros((len(rows), n_way), np.float32)

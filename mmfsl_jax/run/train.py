@@ -212,7 +212,8 @@ def _set_up(config, workdir: Path) -> _Run:
   train_sampler, val_sampler = build.training_samplers(config, splits)
   num_classes = splits["train"].num_classes
   optimizer = build.build_optimizer(config)
-  example_task = jax.tree_util.tree_map(lambda x: x[0], train_sampler.sample(0))
+  first_batch = train_sampler.sample(0)
+  example_task = jax.tree_util.tree_map(lambda x: x[0], first_batch)
 
   def learners(step_config):
     model = build.build_model(step_config, encodings, splits["train"])
@@ -221,8 +222,10 @@ def _set_up(config, workdir: Path) -> _Run:
   mesh = build.task_mesh(config)
   def measure(choice, best) -> float:
     candidate = autotune.with_choices(config, choice)
-    return _tasks_per_second(learners(candidate)[1], optimizer, example_task,
-                             train_sampler.sample(0), candidate, give_up_below=best and best / 2)
+    return autotune.tasks_per_second(learners(candidate)[1], optimizer, example_task,
+                                     first_batch, seed=config.seed,
+                                     task_chunk=candidate.run.task_chunk,
+                                     give_up_below=best and best / 2)
 
   step_config = config   # several devices: the fixed rules (a measurement runs on one)
   if mesh is None:
@@ -245,26 +248,6 @@ def _set_up(config, workdir: Path) -> _Run:
   return _Run(config, workdir, state, meta_step,
               make_batched_predict(eval_learner, config.run.task_chunk), make_batch,
               val_sampler, mesh, build.learning_rate(config), is_primary())
-
-
-def _tasks_per_second(learner, optimizer, example_task, batch, config, steps: int = 3,
-                      give_up_below: float | None = None) -> float:
-  """Tasks per second of `learner`'s meta-step on `batch` (the median of `steps` after a
-  compiling one), chunked as `config` says; after one step when that is already below
-  `give_up_below`."""
-  state = init_train_state(learner, optimizer, example_task, config.seed)
-  step = make_meta_step(learner, optimizer, task_chunk=config.run.task_chunk)
-  state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
-    if give_up_below and config.task.meta_batch / times[-1] < give_up_below:
-      break
-  return config.task.meta_batch / sorted(times)[len(times) // 2]
 
 
 class _TrainLog:

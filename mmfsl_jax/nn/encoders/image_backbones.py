@@ -91,8 +91,8 @@ def _hugging_face(name: str, input_size: int, local_files_only: bool) -> ImageBa
   encoder = hf.pretrained_image_encoder(vision, frozen=False)   # backbone_encoder freezes
   path = os.path.expanduser(name)
   files = _file_key(path) if os.path.isdir(path) else [name]
-  return ImageBackbone(lambda params, images: encoder.apply(params, images), vision.params,
-                       vision.dim, name, (vision.model_type, files, tuple(prep)), vision)
+  return ImageBackbone(encoder.apply, vision.params, vision.dim, name,
+                       (vision.model_type, files, tuple(prep)), vision)
 
 
 def load_image_backbone(name_or_path: str = "efficientnet_lite0", *, input_size: int = 0,
@@ -235,11 +235,12 @@ class ImageFeatureCache:
     for digest, row in zip(digests, np.asarray(features, np.float32)):
       self._features[digest] = row
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
+  def __call__(self, images: np.ndarray, digests: Sequence[str] | None = None) -> np.ndarray:
+    """`digests`: the images' `image_digests`, where the caller has them already."""
     images = np.asarray(images, np.float32)
     if images.ndim != 4:
       raise UserError(f"images must be [n, H, W, C], got shape {images.shape}")
-    digests = image_digests(images)
+    digests = image_digests(images) if digests is None else list(digests)
     first = {}
     for i, digest in enumerate(digests):
       if digest not in self._features:
