@@ -5,6 +5,7 @@ precision, and a short training run follows the float32 one."""
 from __future__ import annotations
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,6 +22,18 @@ def _images(n=10, size=16, seed=0):
   return jnp.asarray(np.random.default_rng(seed).random((n, size, size, 3)), jnp.float32)
 
 
+def _equations(jaxpr):
+  """Every equation of a jaxpr and of the jaxprs inside it (custom VJPs, conds, scans)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for inner in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(inner, jax.extend.core.ClosedJaxpr):
+          yield from _equations(inner.jaxpr)
+        elif isinstance(inner, jax.extend.core.Jaxpr):
+          yield from _equations(inner)
+
+
 def test_the_encoder_computes_in_bfloat16_and_returns_float32_features_near_float32s():
   encoder = conv4(8, conv_impl="matmul")
   images = _images()
@@ -30,7 +43,7 @@ def test_the_encoder_computes_in_bfloat16_and_returns_float32_features_near_floa
   assert half.dtype == jnp.float32
   relative = float(jnp.linalg.norm(half - full) / jnp.linalg.norm(full))
   assert 0 < relative < 3e-2      # bfloat16 has an 8-bit mantissa: ~0.4% a rounding
-  products = [e for e in jax.make_jaxpr(lambda p: low.apply(p, images))(params).jaxpr.eqns
+  products = [e for e in _equations(jax.make_jaxpr(lambda p: low.apply(p, images))(params).jaxpr)
               if e.primitive.name == "dot_general"]
   assert products and all(v.aval.dtype == jnp.bfloat16 for e in products for v in e.invars)
   assert with_compute_dtype(encoder, "float32") is encoder

@@ -61,6 +61,51 @@ def image_patches_transposed(x: jax.Array, kernel_size: Sequence[int]) -> jax.Ar
   return jnp.moveaxis(shifts, -1, 1).reshape(-1, n * height * width)
 
 
+def _in_own_buffer(x: jax.Array) -> jax.Array:
+  """x, computed into a buffer of its own rather than fused into its consumer.
+
+  An identity `lax.cond` on a runtime predicate: XLA fuses neither across a conditional's
+  boundary nor folds one it cannot decide, where an optimization barrier is expanded away
+  before fusion. Both branches return x (x + 0 is x, NaN included), so the value never
+  depends on the predicate. Under vmap the cond becomes a select, fused again: harmless.
+  """
+  return jax.lax.cond(jnp.isfinite(x.ravel()[0]), lambda v: v, lambda v: v + 0, x)
+
+
+@jax.custom_vjp
+def patch_product(patches: jax.Array, kernel: jax.Array) -> jax.Array:
+  """patches [n, H, W, K] @ kernel [K, O] -> [n, H, W, O], with a kernel gradient shaped
+  for the CPU's fast matrix-product kernels.
+
+  Autodiff of the product asks for the kernel gradient as patches^T @ grad_out, a product
+  contracting both operands' leading axes. XLA's CPU backend runs that form on its generic
+  dot (about a third of the speed of its YNNPACK products), and transposes the output
+  gradient for it in one pass fused with the batch-norm backward that produces it, which
+  reads all of that pass's inputs strided. Here the kernel gradient is
+  (grad_out^T @ patches)^T: grad_out is materialised first (`_in_own_buffer`), transposed on
+  its own, and the transposes sit behind optimization barriers so that XLA does not fold
+  them back into the product. The rule is differentiable again (second-order MAML
+  differentiates it). experiments/bench/README.md has the measurements.
+  """
+  return patches @ kernel
+
+
+def _patch_product_fwd(patches, kernel):
+  return patches @ kernel, (patches, kernel)
+
+
+def _patch_product_bwd(residuals, grad_out):
+  patches, kernel = residuals
+  barrier = jax.lax.optimization_barrier
+  grad_patches = grad_out @ kernel.T
+  grad_out_t = barrier(jnp.moveaxis(_in_own_buffer(grad_out), -1, 0))   # [O, n, H, W]
+  grad_kernel_t = jax.lax.dot_general(grad_out_t, patches, (((1, 2, 3), (0, 1, 2)), ((), ())))
+  return grad_patches, barrier(grad_kernel_t).T
+
+
+patch_product.defvjp(_patch_product_fwd, _patch_product_bwd)
+
+
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Array:
   """Stride-1 'SAME' convolution: x [n, H, W, C], kernel [kh, kw, C, O] -> [n, H, W, O]."""
   if resolve_impl(impl) == "xla":
@@ -72,7 +117,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str = "matmul") -> jax.Arra
     # [n, H, W, K] patches, not one [n*H*W, K] matrix: that ran a 600-image ProtoNet step
     # 8-11% faster, but XLA's CPU backend then computed a wrong first-layer kernel gradient
     # for 2 vmapped tasks on a 4-device host (experiments/bench/README.md).
-    return image_patches(x, (kh, kw)) @ kernel
+    return patch_product(image_patches(x, (kh, kw)), kernel)
   # Narrow patches (a first layer on grey or RGB images): as [K, n*H*W], the kernel's
   # gradient is patches @ grad_out, a plain matrix product. From [n*H*W, K] patches, XLA's
   # CPU backend instead transposes the much wider output gradient, which took ~15% of a
