@@ -1,0 +1,58 @@
+"""Several bench variants' meta-steps timed in turn in one process, so that the machine's
+drift (10-30% within minutes on the 2-core machines) falls on all of them alike.
+
+    python experiments/bench/interleaved_variants.py maml,fomaml,anil,protonet --rounds 4
+
+Builds each variant's step, takes one step of each (compiling it), then times 3 steps of
+each in turn, `rounds` times, and prints each round's medians and the median over rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+
+from mmfsl_jax.bench import runner as bench
+from mmfsl_jax.run.autotune import machine_name
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("variants", help="comma-separated bench variants")
+  parser.add_argument("--rounds", type=int, default=4)
+  parser.add_argument("overrides", nargs="*", help="config overrides, dotted key=value")
+  args = parser.parse_intermixed_args()
+  names = args.variants.split(",")
+  unknown = sorted(set(names) - set(bench.VARIANTS))
+  if unknown:
+    parser.error(f"unknown variants {unknown}; choose from {sorted(bench.VARIANTS)}")
+
+  entries = {}
+  for name in names:
+    _, step, state, batch = bench.build_variant(name, args.overrides)
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    entries[name] = [step, state, batch, bench.variant_config(name, args.overrides).task.meta_batch]
+  medians = {name: [] for name in names}
+  for round_ in range(args.rounds):
+    for name, entry in entries.items():
+      step, state, batch, _ = entry
+      times = []
+      for _ in range(3):
+        start = time.perf_counter()
+        state, _ = step(state, batch)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+      entry[1] = state
+      medians[name].append(statistics.median(times))
+    print(f"round {round_}: " + "  ".join(f"{n} {medians[n][-1]:.3f} s" for n in names), flush=True)
+  print("median over rounds: " + "  ".join(
+      f"{n} {statistics.median(m):.3f} s a step ({entries[n][3] / statistics.median(m):.2f} tasks/s)"
+      for n, m in medians.items()))
+  print(f"machine: {machine_name()}")
+
+
+if __name__ == "__main__":
+  main()
