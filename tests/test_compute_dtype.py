@@ -67,21 +67,30 @@ def _setup(config):
   return learner, optimizer, sampler
 
 
+# bfloat16 meta-gradients of the tiny MAML against float32's, over 4 tasks: cosine
+# 0.980-0.996 and relative error 0.10-0.20 on a 2-core Zen 5 (XLA's own pooling the same), so
+# the bounds below; dropping the second-order term moves float32's own by cosine 0.16-0.57.
+TASKS, MIN_COSINE, MAX_RELATIVE = 4, 0.97, 0.25
+
+
 def test_maml_meta_gradients_in_bfloat16_match_float32s():
   grads = {}
   for dtype in ("float32", "bfloat16"):
     learner, optimizer, sampler = _setup(_tiny("learner.name=maml",
                                                f"model.image.compute_dtype={dtype}"))
-    task = jax.tree_util.tree_map(lambda x: x[0], sampler.sample(0))
-    state = init_train_state(learner, optimizer, task, 0)
-    g = jax.jit(jax.grad(lambda p: learner.task_loss(p, task, jax.random.PRNGKey(1))[0]))(
-        state.params)
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(g))
-    grads[dtype] = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)])
-  full, half = grads["float32"], grads["bfloat16"]
-  cosine = float(full @ half / (jnp.linalg.norm(full) * jnp.linalg.norm(half)))
-  relative = float(jnp.linalg.norm(half - full) / jnp.linalg.norm(full))
-  assert cosine > 0.995 and relative < 0.1, (cosine, relative)
+    meta_gradient = jax.jit(jax.grad(
+        lambda p, task: learner.task_loss(p, task, jax.random.PRNGKey(1))[0]))
+    for index in range(TASKS):
+      task = jax.tree_util.tree_map(lambda x: x[0], sampler.sample(index))
+      state = init_train_state(learner, optimizer, task, 0)
+      g = meta_gradient(state.params, task)
+      assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(g))
+      grads[dtype, index] = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)])
+  for index in range(TASKS):
+    full, half = grads["float32", index], grads["bfloat16", index]
+    cosine = float(full @ half / (jnp.linalg.norm(full) * jnp.linalg.norm(half)))
+    relative = float(jnp.linalg.norm(half - full) / jnp.linalg.norm(full))
+    assert cosine > MIN_COSINE and relative < MAX_RELATIVE, (index, cosine, relative)
 
 
 @pytest.mark.slow

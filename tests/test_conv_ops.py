@@ -145,6 +145,33 @@ def test_reshape_max_pool_second_order_gradients_are_finite_and_match_on_odd_siz
     np.testing.assert_allclose(fast, reference, rtol=1e-10, atol=1e-10)
 
 
+def test_pool_gradient_goes_to_one_entry_a_window_the_first_of_ties_as_pytorchs():
+  # The max's own rule splits a window's gradient among the entries equal to the max, by
+  # their count: NaN when a recomputed entry misses the max by an ulp (XLA at -O0 did).
+  with jax.enable_x64(True):
+    x = np.random.default_rng(6).normal(size=(2, 6, 8, 3))
+    x[:, 0:2, 0:2] = 1.0                          # a four-way tie
+    x[:, 2, 2:4], x[:, 3, 3] = 0.5, 5.0          # ties lose to a larger later entry
+    x[:, 4, 4], x[:, 4, 5], x[:, 5, 4], x[:, 5, 5] = -1.0, 3.0, -2.0, 3.0  # top right ties
+    x[1, 0, 6, 2] = np.nan
+    g = np.asarray(jax.grad(lambda a: jnp.sum(max_pool_2x2(a)))(jnp.asarray(x)))
+    windows = g.reshape(2, 3, 2, 4, 2, 3)
+    np.testing.assert_array_equal(windows.sum(axis=(2, 4)), 1.0)    # one entry a window...
+    assert set(np.unique(g)) == {0.0, 1.0}                          # ...takes all of it
+    assert (g[:, 0, 0] == 1).all() and (g[:, 3, 3] == 1).all() and (g[:, 4, 5] == 1).all()
+    assert g[1, 0, 6, 2] == 1 and np.isnan(max_pool_2x2(jnp.asarray(x))[1, 0, 3, 2])
+    # forward mode (jvp) agrees with reverse mode, and so do forward-over-reverse HVPs
+    t = np.random.default_rng(7).normal(size=x.shape)
+    _, tangent = jax.jvp(max_pool_2x2, (jnp.asarray(x),), (jnp.asarray(t),))
+    np.testing.assert_allclose(tangent, (windows * t.reshape(windows.shape)).sum(axis=(2, 4)))
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(2, 7, 5, 3)))
+    f = lambda a: jnp.sum(jnp.sin(max_pool_2x2(a * a)))
+    v = jnp.asarray(np.random.default_rng(9).normal(size=x.shape))
+    forward_over_reverse = jax.jvp(jax.grad(f), (x,), (v,))[1]
+    reverse_over_reverse = jax.grad(lambda a: jnp.vdot(jax.grad(f)(a), v))(x)
+    np.testing.assert_allclose(forward_over_reverse, reverse_over_reverse, rtol=1e-12, atol=1e-12)
+
+
 def test_unknown_impl_is_refused_with_the_choices():
   with pytest.raises(ValueError, match="matmul, xla"):
     resolve_impl("winograd")

@@ -48,9 +48,9 @@ def main():
       entry[1] = state
       medians[name].append(statistics.median(times))
     print(f"round {round_}: " + "  ".join(f"{n} {medians[n][-1]:.3f} s" for n in names), flush=True)
+  middle = {name: statistics.median(m) for name, m in medians.items()}
   print("median over rounds: " + "  ".join(
-      f"{n} {statistics.median(m):.3f} s a step ({entries[n][3] / statistics.median(m):.2f} tasks/s)"
-      for n, m in medians.items()))
+      f"{n} {t:.3f} s a step ({entries[n][3] / t:.2f} tasks/s)" for n, t in middle.items()))
   print(f"machine: {machine_name()}")
 
 
