@@ -18,6 +18,28 @@ from mmfsl_jax.bench import runner as bench
 from mmfsl_jax.run.autotune import machine_name
 
 
+def time_in_turn(entries: dict[str, list], rounds: int) -> None:
+  """Times 3 steps of each entry ([step, state, batch, tasks a step], compiled) in turn,
+  `rounds` times; prints each round's medians and the median over rounds."""
+  medians = {name: [] for name in entries}
+  for round_ in range(rounds):
+    for name, entry in entries.items():
+      step, state, batch, _ = entry
+      times = []
+      for _ in range(3):
+        start = time.perf_counter()
+        state, _ = step(state, batch)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+      entry[1] = state
+      medians[name].append(statistics.median(times))
+    print(f"round {round_}: " + "  ".join(f"{n} {m[-1]:.3f} s" for n, m in medians.items()),
+          flush=True)
+  middle = {name: statistics.median(m) for name, m in medians.items()}
+  print("median over rounds: " + "  ".join(
+      f"{n} {t:.3f} s a step ({entries[n][3] / t:.2f} tasks/s)" for n, t in middle.items()))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("variants", help="comma-separated bench variants")
@@ -35,22 +57,7 @@ def main():
     state, _ = step(state, batch)
     jax.block_until_ready(state)
     entries[name] = [step, state, batch, bench.variant_config(name, args.overrides).task.meta_batch]
-  medians = {name: [] for name in names}
-  for round_ in range(args.rounds):
-    for name, entry in entries.items():
-      step, state, batch, _ = entry
-      times = []
-      for _ in range(3):
-        start = time.perf_counter()
-        state, _ = step(state, batch)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
-      entry[1] = state
-      medians[name].append(statistics.median(times))
-    print(f"round {round_}: " + "  ".join(f"{n} {medians[n][-1]:.3f} s" for n in names), flush=True)
-  middle = {name: statistics.median(m) for name, m in medians.items()}
-  print("median over rounds: " + "  ".join(
-      f"{n} {t:.3f} s a step ({entries[n][3] / t:.2f} tasks/s)" for n, t in middle.items()))
+  time_in_turn(entries, args.rounds)
   print(f"machine: {machine_name()}")
 
 
