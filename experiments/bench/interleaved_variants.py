@@ -53,10 +53,10 @@ def main():
 
   entries = {}
   for name in names:
-    _, step, state, batch = bench.build_variant(name, args.overrides)
+    config, step, state, batch = bench.build_variant(name, args.overrides)
     state, _ = step(state, batch)
     jax.block_until_ready(state)
-    entries[name] = [step, state, batch, bench.variant_config(name, args.overrides).task.meta_batch]
+    entries[name] = [step, state, batch, config.task.meta_batch]
   time_in_turn(entries, args.rounds)
   print(f"machine: {machine_name()}")
 

@@ -44,17 +44,16 @@ def main():
 
   module, attribute, plain = RULES[args.rule]
   library_rule = getattr(module, attribute)
-  meta_batch = bench.variant_config(args.variant, args.overrides).task.meta_batch
   entries, first_losses = {}, {}
   for name, form in {"own rule": library_rule, "autodiff": plain}.items():
     setattr(module, attribute, form)
     try:
-      _, step, state, batch = bench.build_variant(args.variant, args.overrides)
+      config, step, state, batch = bench.build_variant(args.variant, args.overrides)
       state, metrics = step(state, batch)
       jax.block_until_ready(state)
     finally:
       setattr(module, attribute, library_rule)
-    entries[name] = [step, state, batch, meta_batch]
+    entries[name] = [step, state, batch, config.task.meta_batch]
     first_losses[name] = float(metrics["loss"])
   print(f"{args.variant}: first loss " + ", ".join(f"{n} {v:.6f}" for n, v in first_losses.items()))
   time_in_turn(entries, args.rounds)

@@ -157,7 +157,7 @@ def max_pool_2x2(x: jax.Array, impl: str = "matmul", mode: str = "same") -> jax.
     x = x[:, :height - height % 2, :width - width % 2]
   elif height % 2 or width % 2:
     # Repeating the last row/column leaves every window's max unchanged, and its gradient
-    # (split between an entry and its copy, summed back by the pad's transpose) too; -inf
+    # too (an entry comes before its copy in the window, so it wins their tie); -inf
     # padding made second-order MAML gradients NaN.
     x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
   _, height, width, _ = x.shape
